@@ -80,13 +80,11 @@ def load_fit(
         raise ValueError(f"{path}: not a pyrovi fit file (format version mismatch)")
     name = payload["guide_name"]
     data = payload["data"]
-    if name == "custom":
-        if guide is None:
-            raise ValueError(f"{path}: the fit used a custom guide; pass it as guide=")
-        guide_obj = guide
-    else:
-        guide_obj = _initialise_for_load(make_guide(name, model), name, model, data)
-    with pyro.settings.context(module_local_params=True):
+    if name == "custom" and guide is None:
+        raise ValueError(f"{path}: the fit used a custom guide; pass it as guide=")
+    with pyro.settings.context(module_local_params=True):  # as in fit()
+        guide_obj = guide if name == "custom" else _initialise_for_load(
+            make_guide(name, model), name, model, data, payload["params"])
         if isinstance(guide_obj, torch.nn.Module):
             with poutine.block(), torch.no_grad():
                 guide_obj(**data)

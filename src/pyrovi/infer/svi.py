@@ -8,11 +8,12 @@ The loop is built to reach the posterior without hand tuning:
    point, its scales (and, for ``full_rank``, its Cholesky factor) from the inverse
    Hessian.
 2. **Step-size adaptation.** Adam runs in windows of ``WINDOW`` steps. When the mean loss
-   of a window is not significantly below that of the previous one (by the noise of the
-   two windows), the learning rate is halved.
+   of a window is not significantly below that of the window before it, nor below that
+   of the window three back (by the noise of the windows), the learning rate is halved.
 3. **Convergence detection.** With ``num_steps=None`` the fit stops after
-   ``PLATEAUS_TO_STOP`` halvings without progress, or at ``max_steps`` with a
-   :class:`ConvergenceWarning`.
+   ``PLATEAUS_TO_STOP`` halvings, or at ``max_steps`` with a :class:`ConvergenceWarning`.
+4. **Iterate averaging.** The returned parameters are the average of the iterates of the
+   last window (Polyak-Ruppert), which removes most of the optimiser's jitter.
 
 Non-finite losses stop the fit, restore the last finite parameters and raise
 :class:`NonFiniteLossError` naming the site whose log-density went non-finite.
@@ -49,6 +50,7 @@ from pyro.nn.module import PyroParam
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
+from pyrovi import guides
 from pyrovi.guides import GUIDE_FAMILIES, make_guide
 
 WINDOW = 100
@@ -65,7 +67,7 @@ ELBO_FAMILIES: dict[str, Callable[..., Any]] = {
     "jit_mean_field": JitTraceMeanField_ELBO,
     "jit_graph": JitTraceGraph_ELBO,
 }
-_LAPLACE_INITIALISED = ("mean_field", "low_rank", "full_rank", "map", "laplace")
+_LAPLACE_INITIALISED = ("mean_field", "low_rank", "full_rank", "map", "laplace", "flow")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -374,6 +376,8 @@ def _initialise(guide: Any, guide_name: str, model: Callable[..., Any],
     std = cov.diagonal().sqrt()
     if guide_name == "laplace":
         return laplace.laplace_approximation(**data)
+    if guide_name == "flow":
+        return guides.flow(model, loc=loc, scale_tril=torch.linalg.cholesky(cov))
     guide(**data)  # set up the prototype
     if guide_name == "full_rank":
         chol = torch.linalg.cholesky(cov)  # = diag(scale) @ unit lower-triangular
@@ -422,10 +426,24 @@ def _site_slices(guide: autoguide.AutoContinuous) -> dict[str, tuple[int, int, t
     return slices
 
 
-def _windows_improve(prev: np.ndarray, curr: np.ndarray) -> bool:
-    """Is the mean loss of ``curr`` significantly below that of ``prev``?"""
-    noise = math.sqrt((prev.var() + curr.var()) / len(curr))
-    return prev.mean() - curr.mean() > 2.0 * noise + 1e-9 * abs(prev.mean())
+def _significantly_lower(earlier: np.ndarray, later: np.ndarray) -> bool:
+    """Is the mean loss of ``later`` below that of ``earlier`` beyond their noise?"""
+    noise = math.sqrt((earlier.var() + later.var()) / len(later))
+    return earlier.mean() - later.mean() > 2.0 * noise + 1e-9 * abs(earlier.mean())
+
+
+def _plateaued(losses: list[float]) -> bool:
+    """No significant progress over the last window, nor over the last three windows.
+
+    The three-window horizon catches a slow steady drift that a single window's noise
+    hides. Before four windows have run, the fit is never declared on a plateau.
+    """
+    if len(losses) < 4 * WINDOW:
+        return False
+    last = np.asarray(losses[-WINDOW:])
+    one_back = np.asarray(losses[-2 * WINDOW:-WINDOW])
+    three_back = np.asarray(losses[-4 * WINDOW:-3 * WINDOW])
+    return not (_significantly_lower(one_back, last) or _significantly_lower(three_back, last))
 
 
 def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: dict[str, Any],
@@ -433,12 +451,19 @@ def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: di
                   ) -> tuple[float, float]:
     """Monte Carlo ELBO estimate and its standard error.
 
-    Uses vectorised particles when the model allows, a loop otherwise.
+    The ELBO is the mean of the log importance weights ``log p(x, z) - log q(z)`` over
+    ``z ~ q`` (vectorised when the model allows). A point-mass guide (``map``) has no
+    density; its "ELBO" is the log joint at the point, as Trace_ELBO computes it.
     """
     from pyrovi.diagnostics.psis import guide_log_weights
 
-    logw = guide_log_weights(model, guide, data, num_samples=num_particles, seed=seed)
-    return float(np.mean(logw)), float(np.std(logw) / math.sqrt(len(logw)))
+    try:
+        logw = guide_log_weights(model, guide, data, num_samples=num_particles, seed=seed)
+    except ValueError:
+        pyro.set_rng_seed(seed)
+        with torch.no_grad():
+            return -float(Trace_ELBO().loss(model, guide, **data)), 0.0
+    return float(np.mean(logw)), float(np.std(logw, ddof=1) / math.sqrt(len(logw)))
 
 
 def fit(
@@ -535,13 +560,14 @@ def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[
         loss_args, loss_kwargs = tuple(data[k] for k in keys), {}
 
     params = _param_tensors(guide_obj, model, data, _make_elbo("trace", 1, False, mpn, alpha))
-    base_lr = lr if lr is not None else (0.01 if laplace_init else 0.02)
+    base_lr = lr if lr is not None else (0.003 if laplace_init else 0.02)
     optimizer = torch.optim.Adam(params, lr=base_lr)
     pyro.set_rng_seed(seed)
 
     losses: list[float] = []
     plateaus, converged = 0, num_steps is not None
     ema = None
+    window_sum = [torch.zeros_like(p) for p in params]
     bar = tqdm(total=num_steps or max_steps, disable=not progress, desc="SVI",
                dynamic_ncols=True)
     last_good = _snapshot(params)
@@ -559,22 +585,27 @@ def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[
             last_good = _snapshot(params)
             optimizer.step()
             losses.append(float(loss))
+            if step % WINDOW == 0:
+                window_sum = [torch.zeros_like(p) for p in params]
+            with torch.no_grad():
+                for total, p in zip(window_sum, params, strict=True):
+                    total += p
             ema = loss if ema is None else 0.98 * ema + 0.02 * loss
             if progress and step % 10 == 0:
                 bar.set_postfix(elbo=f"{-ema:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
             bar.update(1)
-            if (step + 1) % WINDOW == 0 and step + 1 >= 2 * WINDOW:
-                prev = np.asarray(losses[-2 * WINDOW:-WINDOW])
-                curr = np.asarray(losses[-WINDOW:])
-                if not _windows_improve(prev, curr):
-                    plateaus += 1
-                    for group in optimizer.param_groups:
-                        group["lr"] *= 0.5
-                    if num_steps is None and plateaus >= PLATEAUS_TO_STOP:
-                        converged = True
-                        break
+            if (step + 1) % WINDOW == 0 and _plateaued(losses):
+                plateaus += 1
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+                if num_steps is None and plateaus >= PLATEAUS_TO_STOP:
+                    converged = True
+                    break
     finally:
         bar.close()
+    averaged = len(losses) - WINDOW * ((len(losses) - 1) // WINDOW)
+    if averaged >= min(WINDOW, 10):  # Polyak-Ruppert: average the last window's iterates
+        _restore(params, [total / averaged for total in window_sum])
     if not converged:
         warnings.warn(
             f"SVI did not converge in {max_steps} steps (the smoothed ELBO was still "
@@ -626,11 +657,15 @@ __all__ = [
 
 
 def _initialise_for_load(guide: Any, guide_name: str, model: Callable[..., Any],
-                         data: dict[str, Any]) -> Any:
+                         data: dict[str, Any], params: dict[str, torch.Tensor]) -> Any:
     """An empty guide of the saved family, shaped to receive the saved state."""
     if guide_name == "laplace":  # the fitted object is a Gaussian with buffers
         laplace = autoguide.AutoLaplaceApproximation(model)
         with pyro.settings.context(module_local_params=True), poutine.block():
             laplace(**data)
             return laplace.laplace_approximation(**data)
+    affine = [value for key, value in params.items() if key.endswith("affine_loc")]
+    if guide_name == "flow" and affine:  # a Laplace-preconditioned flow
+        dim = affine[0].shape[-1]
+        return guides.flow(model, loc=torch.zeros(dim), scale_tril=torch.eye(dim))
     return guide

@@ -35,10 +35,17 @@ def model(
 def beta_guide(
     x: torch.Tensor, alpha: torch.Tensor | float = 1.0, beta: torch.Tensor | float = 1.0
 ) -> None:
-    """Hand-written guide ``q(p) = Beta(a_q, b_q)`` with learnable positive parameters."""
-    a_q = pyro.param("beta_guide.a", torch.tensor(2.0), constraint=constraints.positive)
-    b_q = pyro.param("beta_guide.b", torch.tensor(2.0), constraint=constraints.positive)
-    pyro.sample("p", dist.Beta(a_q, b_q))
+    """Hand-written guide ``q(p) = Beta(m c, (1 - m) c)``: learnable mean ``m`` and
+    concentration ``c``.
+
+    The mean/concentration parametrisation is far better conditioned for gradient
+    ascent than ``(a, b)``; ``c`` starts at the number of observations, the scale of the
+    posterior's concentration ``alpha + beta + n``, and ``m`` at 1/2.
+    """
+    mean = pyro.param("beta_guide.mean", torch.tensor(0.5), constraint=constraints.unit_interval)
+    concentration = pyro.param("beta_guide.concentration", torch.tensor(float(x.shape[0])),
+                               constraint=constraints.positive)
+    pyro.sample("p", dist.Beta(mean * concentration, (1.0 - mean) * concentration))
 
 
 def _counts(data: dict[str, Any]) -> tuple[float, float, float, float]:

@@ -1,0 +1,220 @@
+"""Which pictures a comparison gets, and what their alt texts and captions say.
+
+:func:`report_figures` reads a :class:`~pyrovi.compare.Comparison`, picks the data
+for each picture of :mod:`pyrovi.report.plots`, skips those that do not apply (no
+loss trace, fewer than two parameters, no k-hat) and describes each in words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pyrovi import diagnostics as dg
+from pyrovi.report import plots
+from pyrovi.report.text import fmt
+
+if TYPE_CHECKING:
+    from pyrovi.compare import Comparison
+
+__all__ = ["MAX_DENSITIES", "MAX_FOREST_ROWS", "ReportFigure", "report_figures", "worst_first"]
+
+MAX_DENSITIES = 12
+"""At most this many marginal density panels (the worst mean errors)."""
+
+MAX_FOREST_ROWS = 40
+"""At most this many rows in the mean-error plot (the worst mean errors)."""
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """One picture of a report.
+
+    Attributes
+    ----------
+    key : str
+        Short identifier (``"elbo"``, ``"densities"``, ``"pair"``, ``"mean_error"``,
+        ``"khat"``); the HTML uses it as the element id.
+    title : str
+        Heading above the picture.
+    png : bytes
+        The PNG image.
+    alt : str
+        Alternative text: what the picture shows, for screen readers.
+    caption : str
+        How to read the picture.
+    """
+
+    key: str
+    title: str
+    png: bytes = b""
+    alt: str = ""
+    caption: str = ""
+
+
+def worst_first(table: pd.DataFrame) -> list[str]:
+    """Parameter names ordered by ``|mean_error_z|``, largest first, undefined ones last."""
+    strength = table["mean_error_z"].abs().to_numpy(dtype=float)
+    order = np.argsort(-np.nan_to_num(strength, nan=-1.0), kind="stable")
+    return [str(table.index[i]) for i in order]
+
+
+def _elbo(cmp: Comparison) -> ReportFigure | None:
+    losses = cmp.losses
+    if losses is None:
+        return None
+    losses = np.asarray(losses, dtype=float).reshape(-1)
+    if losses.size == 0 or not np.isfinite(losses).any():
+        return None
+    elbo, log_ev = _float(cmp.summary.get("elbo")), _float(cmp.summary.get("log_evidence"))
+    png = plots.elbo_trace_png(losses, elbo=elbo, log_evidence=log_ev)
+    lines = ""
+    if elbo is not None and math.isfinite(elbo) and log_ev is not None and math.isfinite(log_ev):
+        lines = (
+            " The dashed line is the final ELBO estimate and the dotted line log p(x); the "
+            f"distance between them is the KL gap ({fmt(cmp.summary.get('kl_gap'))} nats)."
+        )
+    return ReportFigure(
+        "elbo",
+        "ELBO trace",
+        png,
+        f"Line chart of the ELBO over {losses.size} SVI steps, in nats.",
+        "ELBO (−loss) at each SVI step in nats, faint, with a centred moving average. "
+        "A flat curve at the end means the optimiser has converged." + lines,
+    )
+
+
+def _densities(
+    cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]
+) -> ReportFigure | None:
+    names = [n for n in worst_first(cmp.table) if n in vi and n in ref][:MAX_DENSITIES]
+    if not names:
+        return None
+    z = cmp.table["mean_error_z"]
+    titles = [f"{name}  (error {fmt(z[name], 2)} sd)" for name in names]
+    png = plots.density_png(vi, ref, names, titles=titles)
+    total = len(cmp.table)
+    shown = f"all {total}" if len(names) == total else f"{len(names)} of {total}"
+    return ReportFigure(
+        "densities",
+        "Marginal densities",
+        png,
+        f"Density curves of {shown} parameters, VI in blue and reference in orange.",
+        f"Marginal posterior densities, VI (blue) against the reference (orange), {shown} "
+        "parameters, the largest |mean error| first; each title gives the mean error in "
+        "reference sd.",
+    )
+
+
+def _pair(cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]) -> ReportFigure | None:
+    common = {name: ref[name] for name in cmp.table.index if name in ref and name in vi}
+    pair = dg.strongest_pair(common) if len(common) >= 2 else None
+    if pair is None:
+        return None
+    a, b, rho = pair
+    png = plots.pair_png(dg.stack_draws(vi, [a, b]), dg.stack_draws(ref, [a, b]), (a, b))
+    return ReportFigure(
+        "pair",
+        "Strongest correlation",
+        png,
+        f"Scatter plot of {b} against {a}, VI draws in blue and reference draws in orange.",
+        f"Draws of {a} and {b}, the most correlated pair in the reference "
+        f"(ρ = {rho:.2f}); reference orange, VI blue. A guide without correlations "
+        "(mean field) shows an axis-aligned cloud where the reference is tilted.",
+    )
+
+
+def _mean_error(cmp: Comparison) -> ReportFigure | None:
+    t = cmp.table
+    z = t["mean_error_z"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = ((t["mean_vi"] - 2 * t["sd_vi"] - t["mean_ref"]) / t["sd_ref"]).to_numpy(float)
+        high = ((t["mean_vi"] + 2 * t["sd_vi"] - t["mean_ref"]) / t["sd_ref"]).to_numpy(float)
+    ok = np.isfinite(z) & np.isfinite(low) & np.isfinite(high)
+    if not ok.any():
+        return None
+    keep = set(worst_first(t[ok])[:MAX_FOREST_ROWS])
+    rows = [i for i, name in enumerate(t.index) if ok[i] and name in keep]
+    names = [str(t.index[i]) for i in rows]
+    png = plots.mean_error_png(names, z[rows], low[rows], high[rows])
+    notes = []
+    if len(rows) < ok.sum():
+        notes.append(f"showing the {len(rows)} largest |mean errors| of {int(ok.sum())}")
+    if (~ok).any():
+        notes.append(f"{int((~ok).sum())} parameter(s) with an undefined error left out")
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return ReportFigure(
+        "mean_error",
+        "Standardized mean errors",
+        png,
+        f"Forest plot of the standardized mean error of {len(rows)} parameters.",
+        "Mean error of each parameter in reference sd: the point is "
+        "(mean_vi − mean_ref) / sd_ref, the bar the VI interval mean_vi ± 2 sd_vi in the "
+        "same units, the shaded band the reference's own ± 2 sd. Dashed lines mark ± "
+        f"{dg.TRUST_MEAN_ERROR_Z}, the largest error that still allows trust." + extra,
+    )
+
+
+def _khat(cmp: Comparison) -> ReportFigure | None:
+    khat = _float(cmp.summary.get("khat"))
+    label = cmp.summary.get("khat_label")
+    if khat is None and (label is None or cmp.log_weights is None):
+        return None
+    samples = cmp.summary.get("khat_samples") or (
+        0 if cmp.log_weights is None else np.asarray(cmp.log_weights).size
+    )
+    png = plots.khat_png(khat, cmp.log_weights)
+    value = "not finite" if khat is None else f"{khat:.2f} ({label})"
+    tail = ""
+    if cmp.log_weights is not None:
+        tail = (
+            " Right: the largest normalised importance weights by rank on log-log axes; a "
+            "Pareto tail of shape k falls on a line of slope −k, so a flat run of similar "
+            "large weights is good and a few dominant weights are bad."
+        )
+    return ReportFigure(
+        "khat",
+        "PSIS k-hat",
+        png,
+        f"Gauge of the PSIS k-hat, {value}, against the thresholds 0.5 and 0.7.",
+        f"PSIS k-hat = {value} from {samples} importance samples, against the thresholds "
+        f"of Yao et al. (2018): ≤ {dg.KHAT_GOOD} good, ≤ {dg.KHAT_BAD} ok, above bad. "
+        "k-hat is itself a Monte Carlo estimate and can be noisy near a threshold." + tail,
+    )
+
+
+def _float(x: Any) -> float | None:
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def report_figures(cmp: Comparison) -> list[ReportFigure]:
+    """The pictures of a comparison, in report order.
+
+    Parameters
+    ----------
+    cmp : pyrovi.compare.Comparison
+        The comparison to draw.
+
+    Returns
+    -------
+    list of ReportFigure
+        ELBO trace (when there is a loss trace), marginal densities, strongest pair
+        (two parameters or more), standardized mean errors (when any is finite) and
+        PSIS k-hat (when computed).
+    """
+    vi, ref = dg.scalar_draws(cmp.vi), dg.scalar_draws(cmp.ref)
+    figures = [
+        _elbo(cmp),
+        _densities(cmp, vi, ref),
+        _pair(cmp, vi, ref),
+        _mean_error(cmp),
+        _khat(cmp),
+    ]
+    return [figure for figure in figures if figure is not None]

@@ -1,0 +1,109 @@
+"""``comparison.json`` and ``table.csv``: the machine-readable side of a report.
+
+The JSON is strict: NaN and infinities become ``null`` (so ``json.loads`` in any
+language accepts it), numpy scalars and arrays become plain numbers and lists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pyrovi.report.text import pyrovi_version
+from pyrovi.report.units import UNITS
+
+if TYPE_CHECKING:
+    from pyrovi.compare import Comparison
+
+__all__ = ["comparison_dict", "render_csv", "render_json", "to_jsonable"]
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn ``value`` into plain JSON types; NaN and ±inf become None.
+
+    Parameters
+    ----------
+    value : Any
+        Nested dicts, lists, tuples, numpy scalars and arrays, pandas objects, paths
+        and plain Python values. Anything else is converted with ``str``.
+
+    Returns
+    -------
+    Any
+        Only dict (with str keys), list, str, int, float (finite), bool and None.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, pd.DataFrame):
+        return [to_jsonable(row) for row in value.reset_index().to_dict(orient="records")]
+    if isinstance(value, (pd.Series, pd.Index)):
+        return [to_jsonable(item) for item in value.tolist()]
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(item) for item in value.tolist()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, (PurePath, os.PathLike)):
+        return os.fspath(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return str(value)
+
+
+def comparison_dict(cmp: Comparison) -> dict[str, Any]:
+    """Everything ``comparison.json`` holds, as plain JSON types.
+
+    Parameters
+    ----------
+    cmp : pyrovi.compare.Comparison
+
+    Returns
+    -------
+    dict
+        ``verdict``, ``reasons``, ``summary`` (every field of ``cmp.summary``),
+        ``units`` (field or column -> unit), ``table`` (one object per parameter with
+        ``parameter`` and the table's columns), ``reference_health``,
+        ``missed_correlations``, ``labels`` and ``pyrovi_version``.
+    """
+    table = cmp.table.copy()
+    table.index = table.index.rename("parameter")
+    present = set(cmp.summary) | set(table.columns)
+    return to_jsonable(
+        {
+            "verdict": cmp.verdict,
+            "reasons": list(cmp.reasons),
+            "summary": dict(cmp.summary),
+            "units": {name: unit for name, unit in UNITS.items() if name in present},
+            "table": table,
+            "reference_health": dict(cmp.health),
+            "missed_correlations": list(cmp.missed),
+            "labels": dict(cmp.labels),
+            "pyrovi_version": pyrovi_version(),
+        }
+    )
+
+
+def render_json(cmp: Comparison) -> bytes:
+    """``comparison.json``: :func:`comparison_dict`, strict JSON, UTF-8, indented."""
+    text = json.dumps(comparison_dict(cmp), indent=2, allow_nan=False, ensure_ascii=False)
+    return (text + "\n").encode("utf-8")
+
+
+def render_csv(cmp: Comparison) -> bytes:
+    """``table.csv``: the comparison table with its index column named ``parameter``."""
+    return cmp.table.to_csv(index_label="parameter", lineterminator="\n").encode("utf-8")

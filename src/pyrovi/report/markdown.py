@@ -1,0 +1,110 @@
+"""``report.md``: the report as plain Markdown text, without pictures.
+
+The pictures live in ``report.html`` beside it; the Markdown says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pyrovi.report.text import (
+    VERDICTS,
+    context_rows,
+    fmt,
+    health_rows,
+    pyrovi_version,
+    summary_rows,
+    verdict_of,
+)
+from pyrovi.report.units import TABLE_UNITS
+
+if TYPE_CHECKING:
+    from pyrovi.compare import Comparison
+
+__all__ = ["markdown_table", "render_markdown"]
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else fmt(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    """A GitHub-flavoured Markdown table.
+
+    Parameters
+    ----------
+    header : sequence of str
+        Column titles.
+    rows : sequence of sequences
+        Cells; numbers are formatted with :func:`pyrovi.report.text.fmt`, pipes escaped.
+    align : str, optional
+        One letter per column, ``l`` or ``r`` (default: first left, the rest right).
+
+    Returns
+    -------
+    str
+    """
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(cmp: Comparison) -> str:
+    """The Markdown report of a comparison.
+
+    Parameters
+    ----------
+    cmp : pyrovi.compare.Comparison
+
+    Returns
+    -------
+    str
+        Verdict and reasons (after a warning when the reference is unhealthy), summary
+        figures with units, missed correlations, the table, the health of the
+        reference, the context and a pointer to ``report.html`` for the pictures.
+    """
+    word = verdict_of(cmp.summary)
+    lines = ["# pyrovi: variational posterior against the reference", ""]
+    problems = list(cmp.health.get("problems", []) or [])
+    if problems:
+        lines += [
+            "> **Warning: the reference is unhealthy.** Its draws failed convergence checks,",
+            "> so a disagreement may be the reference's fault rather than the guide's.",
+            ">",
+            *[f"> - {p}" for p in problems],
+            "",
+        ]
+    lines += [f"## Verdict: **{word.upper()}**", "", VERDICTS[word], ""]
+    lines += [f"- {reason}" for reason in cmp.reasons] + [""]
+    lines += ["## Summary", ""]
+    lines.append(
+        markdown_table(
+            ["figure", "value", "unit", "how to read it"],
+            [(r.label, r.value, r.unit, r.note) for r in summary_rows(cmp.summary)],
+            "lrll",
+        )
+    )
+    lines += ["", "Pictures (ELBO trace, densities, pair plot, mean errors, k-hat): see "
+              "`report.html` in this folder.", ""]
+    if cmp.missed:
+        lines += ["## Correlations the guide misses", ""]
+        rows = [(m.get("a"), m.get("b"), fmt(m.get("rho_ref"), 2), fmt(m.get("rho_vi"), 2))
+                for m in cmp.missed]
+        lines += [markdown_table(["a", "b", "ρ reference", "ρ VI"], rows, "llrr"), ""]
+    lines += ["## Parameters", ""]
+    columns = [str(c) for c in cmp.table.columns]
+    header = ["parameter"] + [
+        f"{c} ({TABLE_UNITS[c]})" if c in TABLE_UNITS else c for c in columns
+    ]
+    rows = [[str(name), *row] for name, row in zip(cmp.table.index, cmp.table.to_numpy(),
+                                                   strict=True)]
+    lines += [markdown_table(header, rows), ""]
+    lines += ["## Reference health", "", markdown_table(["check", "value"],
+                                                         health_rows(cmp.health), "ll"), ""]
+    lines += ["## Context", "", markdown_table(["item", "value"], context_rows(cmp.labels), "ll"), ""]
+    lines += [f"Written by pyrovi {pyrovi_version()}.", ""]
+    return "\n".join(lines)

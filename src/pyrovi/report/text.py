@@ -1,0 +1,274 @@
+"""The words of a report, shared by the HTML and the Markdown renderers.
+
+Numbers are formatted here, the summary figures get their labels, units and
+explanations here, and the thresholds quoted are read from
+:mod:`pyrovi.diagnostics`, never restated, so that the report cannot drift from
+the verdict it explains.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pyrovi.diagnostics import (
+    CAUTION_MEAN_ERROR_Z,
+    CAUTION_SD_RATIO,
+    ESS_MIN,
+    KHAT_BAD,
+    KHAT_GOOD,
+    RHAT_MAX,
+    TRUST_MEAN_ERROR_Z,
+    TRUST_SD_RATIO,
+)
+from pyrovi.report.units import SUMMARY_UNITS
+
+__all__ = [
+    "VERDICTS",
+    "SummaryRow",
+    "context_rows",
+    "fmt",
+    "health_rows",
+    "pyrovi_version",
+    "summary_rows",
+    "verdict_of",
+]
+
+VERDICTS: dict[str, str] = {
+    "trust": "The variational posterior agrees with the reference.",
+    "caution": "Usable with care: read the reasons before relying on it.",
+    "reject": "Do not use the variational posterior for these parameters.",
+}
+"""Verdict -> one-sentence meaning."""
+
+KHAT_CITATION = "Yao, Vehtari, Simpson and Gelman (2018), Yes, but did it work?"
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One summary figure: what it is, its value, its unit, and how to read it."""
+
+    label: str
+    value: str
+    unit: str
+    note: str
+
+
+def pyrovi_version() -> str:
+    """The installed pyrovi version, as written into every report."""
+    from pyrovi import __version__
+
+    return str(__version__)
+
+
+def verdict_of(summary: Mapping[str, Any]) -> str:
+    """The verdict of a summary, lower case; unknown values become ``"reject"``."""
+    word = str(summary.get("verdict", "")).strip().lower()
+    return word if word in VERDICTS else "reject"
+
+
+def fmt(x: Any, decimals: int = 3) -> str:
+    """Format a number for people: ``n/a`` for None/NaN, ``∞`` for infinities.
+
+    Parameters
+    ----------
+    x : Any
+        A number (Python or numpy), None, or anything else (shown with ``str``).
+    decimals : int, default 3
+        Decimals of fixed-point output; very large or small magnitudes use 3
+        significant digits in exponent form instead.
+
+    Returns
+    -------
+    str
+    """
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return str(x)
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x)).replace("-", "−")
+    magnitude = abs(value)
+    if magnitude >= 1e6 or (0 < magnitude < 10 ** (-decimals)):
+        return f"{value:.3g}".replace("-", "−")
+    return f"{value:.{decimals}f}".replace("-", "−")
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _plus_minus(value: Any, se: Any) -> str:
+    """``value ± 2 se`` when the standard error is positive, else the value alone."""
+    if _finite(value) and _finite(se) and float(se) > 0:
+        return f"{fmt(value)} ± {fmt(2 * float(se))}"
+    return fmt(value)
+
+
+def _evidence_note(method: str) -> str:
+    if method == "exact":
+        return "method: exact (closed form of the conjugate model)"
+    if method == "given":
+        return "method: given by the user"
+    if method.startswith("iwae"):
+        return (
+            f"method: {method}, an importance-weighted estimate that is a lower bound "
+            "on log p(x) in expectation; ± 2 standard errors"
+        )
+    if method in ("", "none"):
+        return "method: none (not estimated: needs the model and data, or an exact value)"
+    return f"method: {method}"
+
+
+def _khat_row(summary: Mapping[str, Any]) -> SummaryRow:
+    khat, label = summary.get("khat"), summary.get("khat_label")
+    samples = int(summary.get("khat_samples") or 0)
+    thresholds = (
+        f"thresholds (Yao et al. 2018): ≤ {KHAT_GOOD} good, {KHAT_GOOD}–{KHAT_BAD} ok, "
+        f"> {KHAT_BAD} bad"
+    )
+    if khat is None and label is None:
+        return SummaryRow(
+            "PSIS k-hat",
+            "not computed",
+            SUMMARY_UNITS["khat"],
+            "needs a fitted guide with a density and the data; " + thresholds,
+        )
+    value = f"{fmt(khat, 2)} ({label})" if _finite(khat) else f"not finite ({label or 'bad'})"
+    note = (
+        f"from {samples} importance samples of the guide; k-hat is itself a Monte Carlo "
+        f"estimate from these {samples} draws and can be noisy, so a value near a threshold "
+        f"may fall on the other side with another seed; {thresholds}"
+    )
+    return SummaryRow("PSIS k-hat", value, SUMMARY_UNITS["khat"], note)
+
+
+def summary_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
+    """The headline figures of a comparison summary, with units and explanations.
+
+    Parameters
+    ----------
+    summary : mapping
+        :attr:`pyrovi.compare.Comparison.summary`; missing keys show as ``n/a``.
+
+    Returns
+    -------
+    list of SummaryRow
+        Mean error, sd ratio, joint W1, ELBO, log evidence, KL gap, k-hat and the
+        number of parameters, in this order.
+    """
+    get = summary.get
+    method = str(get("log_evidence_method") or "none")
+    gap_note = "log p(x) − ELBO = KL(q ‖ p(z | x)) ≥ 0; interval ± 2 standard errors"
+    if _finite(get("kl_gap_high")) and float(get("kl_gap_high")) < 0:
+        gap_note += "; negative beyond the noise: the ELBO or the log p(x) estimate is biased"
+    elif method.startswith("iwae"):
+        gap_note += "; with an IWAE lower bound on log p(x) the gap is underestimated"
+    gap = fmt(get("kl_gap"))
+    if _finite(get("kl_gap_low")) and _finite(get("kl_gap_high")):
+        gap += f" [{fmt(get('kl_gap_low'))}, {fmt(get('kl_gap_high'))}]"
+    elbo_note = "± 2 Monte Carlo standard errors"
+    if not _finite(get("elbo")):
+        elbo_note = "not available: the variational side was given as draws, not a fit"
+    return [
+        SummaryRow(
+            "Largest |mean error|",
+            fmt(get("max_abs_mean_error_z")),
+            SUMMARY_UNITS["max_abs_mean_error_z"],
+            f"|mean_vi − mean_ref| / sd_ref over parameters; trust ≤ {TRUST_MEAN_ERROR_Z}, "
+            f"caution ≤ {CAUTION_MEAN_ERROR_Z}",
+        ),
+        SummaryRow(
+            "Worst sd ratio",
+            fmt(get("worst_sd_ratio")),
+            SUMMARY_UNITS["worst_sd_ratio"],
+            f"furthest from 1; trust within [{TRUST_SD_RATIO[0]}, {TRUST_SD_RATIO[1]}], "
+            f"caution within [{CAUTION_SD_RATIO[0]}, {CAUTION_SD_RATIO[1]}]; "
+            "below 1 the guide is overconfident",
+        ),
+        SummaryRow(
+            "Joint 1-Wasserstein distance",
+            fmt(get("w1_joint")),
+            SUMMARY_UNITS["w1_joint"],
+            "between all parameters jointly, each scaled by its reference sd",
+        ),
+        SummaryRow("ELBO", _plus_minus(get("elbo"), get("elbo_se")), "nats", elbo_note),
+        SummaryRow(
+            "Log evidence log p(x)",
+            _plus_minus(get("log_evidence"), get("log_evidence_se")),
+            "nats",
+            _evidence_note(method),
+        ),
+        SummaryRow("KL gap", gap, "nats", gap_note),
+        _khat_row(summary),
+        SummaryRow(
+            "Parameters compared",
+            fmt(get("num_parameters")),
+            SUMMARY_UNITS["num_parameters"],
+            "scalar parameters present in both posteriors",
+        ),
+    ]
+
+
+def health_rows(health: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Convergence figures of the reference as ``(label, text)`` pairs."""
+    chains, draws = health.get("num_chains"), health.get("num_draws")
+    return [
+        ("Chains × draws", f"{fmt(chains)} × {fmt(draws)}"),
+        ("Largest R-hat", f"{fmt(health.get('max_rhat'))} (healthy ≤ {RHAT_MAX})"),
+        ("Smallest bulk ESS", f"{fmt(health.get('min_ess_bulk'), 0)} (healthy ≥ {ESS_MIN})"),
+        ("Smallest tail ESS", f"{fmt(health.get('min_ess_tail'), 0)} (healthy ≥ {ESS_MIN})"),
+        ("Divergent transitions", fmt(health.get("divergences"))),
+    ]
+
+
+def context_rows(labels: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Model, guide, data, relabelling and any other labels as ``(label, text)`` pairs.
+
+    Parameters
+    ----------
+    labels : mapping
+        :attr:`pyrovi.compare.Comparison.labels`.
+
+    Returns
+    -------
+    list of tuple of (str, str)
+        The known keys first, in the order model, guide, data, relabelling; a
+        relabelling is spelled out as the method used to match components (or that
+        none was). Missing known keys are shown as ``not recorded`` except the
+        relabelling, which is left out.
+    """
+    rows = [
+        (name.capitalize(), str(labels[name]) if labels.get(name) is not None else "not recorded")
+        for name in ("model", "guide", "data")
+    ]
+    if "relabelling" in labels:
+        value = labels["relabelling"]
+        if value in (None, False, "", "none"):
+            rows.append(("Relabelling", "none: draws compared with their labels as sampled"))
+        else:
+            rows.append(
+                (
+                    "Relabelling",
+                    f"{value}: components were relabelled with this method before comparing",
+                )
+            )
+    for name, value in labels.items():
+        if name not in ("model", "guide", "data", "relabelling"):
+            rows.append((str(name).replace("_", " ").capitalize(), str(value)))
+    return rows
