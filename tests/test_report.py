@@ -16,8 +16,7 @@ import pytest
 
 from pyrovi import diagnostics as dg
 from pyrovi.compare import Comparison
-from pyrovi.report import REPORT_FILES, write_report
-from pyrovi.report import plots, writer
+from pyrovi.report import REPORT_FILES, plots, write_report, writer
 from pyrovi.report.jsonout import to_jsonable
 from pyrovi.report.text import fmt
 
@@ -120,11 +119,24 @@ def make_comparison(
         "reasons": reasons,
     }
     assert set(summary) == set(SUMMARY_KEYS)
-    labels = {"model": "normal_normal", "guide": "mean_field", "data": "simulated",
-              "relabelling": "hungarian matching on component means"}
-    return Comparison(table=table, summary=summary, reasons=reasons, vi=vi, ref=ref,
-                      health=health, missed=missed, losses=losses, log_weights=log_weights,
-                      labels=labels)
+    labels = {
+        "model": "normal_normal",
+        "guide": "mean_field",
+        "data": "simulated",
+        "relabelling": "hungarian matching on component means",
+    }
+    return Comparison(
+        table=table,
+        summary=summary,
+        reasons=reasons,
+        vi=vi,
+        ref=ref,
+        health=health,
+        missed=missed,
+        losses=losses,
+        log_weights=log_weights,
+        labels=labels,
+    )
 
 
 class _Images(HTMLParser):
@@ -174,9 +186,7 @@ def test_writes_the_four_files(report: dict[str, Path]) -> None:
     for kind, path in report.items():
         assert path.name == REPORT_FILES[kind]
         assert path.is_file() and path.stat().st_size > 0
-    assert sorted(p.name for p in report["html"].parent.iterdir()) == sorted(
-        REPORT_FILES.values()
-    )
+    assert sorted(p.name for p in report["html"].parent.iterdir()) == sorted(REPORT_FILES.values())
 
 
 def test_html_is_self_contained_with_every_picture(
@@ -199,9 +209,13 @@ def test_html_is_self_contained_with_every_picture(
     assert parser.verdict["data-verdict"] == "caution"
     assert ">CAUTION<" in text
     for reason in comparison.reasons:
-        assert reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace(
-            "'", "&#x27;"
-        ) in text
+        assert (
+            reason.replace("&", "&amp;")
+            .replace("<", "&lt;")
+            .replace(">", "&gt;")
+            .replace("'", "&#x27;")
+            in text
+        )
     assert "The reference is unhealthy" in text
     assert text.index('id="reference-warning"') < text.index('id="verdict"')
     assert "3 divergent transitions" in text
@@ -307,6 +321,7 @@ def test_crash_midway_keeps_the_previous_report(
 def test_crash_with_user_files_keeps_everything(
     comparison: Comparison, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(writer, "report_figures", lambda cmp: [])
     out = tmp_path / "out"
     write_report(comparison, out)
     (out / "notes.txt").write_text("mine")
@@ -385,17 +400,16 @@ def test_read_only_parent_raises_permission_error(comparison: Comparison, tmp_pa
 def test_plots_return_png_for_edge_cases() -> None:
     rng = np.random.default_rng(1)
     losses = np.r_[np.nan, 50.0 + rng.normal(size=30)]
-    assert plots.elbo_trace_png(losses, elbo=-50.0, log_evidence=float("nan")).startswith(
-        PNG_MAGIC
-    )
+    assert plots.elbo_trace_png(losses, elbo=-50.0, log_evidence=float("nan")).startswith(PNG_MAGIC)
     with pytest.raises(ValueError):
         plots.elbo_trace_png([np.inf, np.nan])
     draws = {"a": rng.normal(size=200), "k": rng.integers(0, 5, 200), "z": np.zeros(200)}
     assert plots.density_png(draws, draws, ["a", "k", "z"]).startswith(PNG_MAGIC)
     xy = rng.normal(size=(3000, 2))
     assert plots.pair_png(xy, xy, ("a", "b"), max_points=100).startswith(PNG_MAGIC)
-    assert plots.mean_error_png(["a"], np.array([0.1]), np.array([-1.0]), np.array([1.2])
-                                ).startswith(PNG_MAGIC)
+    assert plots.mean_error_png(
+        ["a"], np.array([0.1]), np.array([-1.0]), np.array([1.2])
+    ).startswith(PNG_MAGIC)
     for khat, weights in ((1.3, rng.normal(size=500)), (None, None), (float("inf"), None)):
         assert plots.khat_png(khat, weights).startswith(PNG_MAGIC)
 

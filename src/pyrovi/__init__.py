@@ -1,20 +1,35 @@
-"""pyrovi: variational inference you can check, on top of Pyro."""
+"""pyrovi: variational inference you can check, on top of Pyro.
 
+The public API (see ``shared/DESIGN.md``): the model registry (:func:`list_models`,
+:func:`get_model`), the SVI fit (:func:`fit`, :class:`SVIFit`, :func:`load_fit`), the NUTS
+reference (:func:`nuts`, :func:`load_reference`) and the comparison (:func:`compare`,
+:class:`Comparison`).
+"""
+
+from pyrovi.compare import Comparison, compare
 from pyrovi.guides import GUIDE_FAMILIES, make_guide
 from pyrovi.infer import ConvergenceWarning, NonFiniteLossError, SVIFit, fit, load_fit
+from pyrovi.infer.nuts import ReferenceQualityWarning, nuts
 from pyrovi.models import ModelSpec, get_model, list_models
+from pyrovi.references import ReferenceFormatError, load_reference
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GUIDE_FAMILIES",
+    "Comparison",
     "ConvergenceWarning",
     "ModelSpec",
     "NonFiniteLossError",
+    "ReferenceFormatError",
+    "ReferenceQualityWarning",
     "SVIFit",
+    "compare",
     "fit",
     "get_model",
     "list_models",
     "load_fit",
+    "load_reference",
     "make_guide",
+    "nuts",
 ]

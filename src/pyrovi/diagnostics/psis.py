@@ -31,6 +31,8 @@ from pyro.poutine.util import site_is_subsample
 
 __all__ = [
     "CONSTANT_SPREAD",
+    "batch_safe",
+    "plate_nesting",
     "KHAT_BAD",
     "KHAT_GOOD",
     "guide_log_weights",
@@ -119,6 +121,34 @@ def guide_log_weights(
                 [_log_weight(*_traces(model, guide, data))[0] for _ in range(num_samples)]
             )
     return np.asarray(log_w, dtype=np.float64)
+
+
+def plate_nesting(model: Callable[..., Any], guide: Callable[..., Any],
+                  data: Mapping[str, Any]) -> int:
+    """How many plate dimensions ``model(**data)`` and ``guide(**data)`` use at most."""
+    with torch.no_grad(), poutine.block():
+        guide_tr, model_tr = _traces(model, guide, dict(data))
+    return max(_max_plate_nesting(guide_tr), _max_plate_nesting(model_tr))
+
+
+def batch_safe(model: Callable[..., Any], guide: Callable[..., Any], data: Mapping[str, Any],
+               num_particles: int = 4) -> bool:
+    """Whether ``num_particles`` draws can be evaluated at once in an outer plate.
+
+    True when the batched log weights agree with one-at-a-time evaluations of the same
+    draws; plainly written models (``beta[0] + beta[1] * x``) can broadcast silently
+    wrong under a particle plate, and this catches them.
+    """
+    data = dict(data)
+    with torch.no_grad(), poutine.block():
+        guide_tr, model_tr = _traces(model, guide, data)
+        nesting = max(_max_plate_nesting(guide_tr), _max_plate_nesting(model_tr))
+        shapes = {name: site["value"].shape for name, site in _sample_sites(guide_tr)}
+        try:
+            _vectorized_log_weights(model, guide, data, num_particles, nesting, shapes)
+        except Exception:  # noqa: BLE001 - any failure means "not batch safe"
+            return False
+    return True
 
 
 def _traces(

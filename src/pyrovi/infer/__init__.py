@@ -1,5 +1,6 @@
 """Inference: the SVI fit loop, NUTS reference runs, EM and variational EM."""
 
+from pyrovi.infer.nuts import ReferenceQualityWarning, nuts
 from pyrovi.infer.persist import load_fit
 from pyrovi.infer.svi import (
     ELBO_FAMILIES,
@@ -14,8 +15,10 @@ __all__ = [
     "ELBO_FAMILIES",
     "ConvergenceWarning",
     "NonFiniteLossError",
+    "ReferenceQualityWarning",
     "SVIFit",
     "estimate_elbo",
     "fit",
     "load_fit",
+    "nuts",
 ]

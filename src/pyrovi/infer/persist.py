@@ -38,6 +38,7 @@ def save_fit(fit_result: SVIFit, path: str | os.PathLike[str]) -> None:
         "data": {k: v for k, v in fit_result.data.items()
                  if isinstance(v, torch.Tensor | int | float | bool | str)},
         "params": fit_result.params,
+        "module_local_params": fit_result.module_local_params,
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -82,7 +83,8 @@ def load_fit(
     data = payload["data"]
     if name == "custom" and guide is None:
         raise ValueError(f"{path}: the fit used a custom guide; pass it as guide=")
-    with pyro.settings.context(module_local_params=True):  # as in fit()
+    local = bool(payload.get("module_local_params", True))
+    with pyro.settings.context(module_local_params=local):  # as in fit()
         guide_obj = guide if name == "custom" else _initialise_for_load(
             make_guide(name, model), name, model, data, payload["params"])
         if isinstance(guide_obj, torch.nn.Module):
@@ -101,4 +103,5 @@ def load_fit(
         converged=bool(payload["converged"]),
         seed=int(payload["seed"]),
         params=payload["params"],
+        module_local_params=local,
     )

@@ -51,6 +51,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from pyrovi import guides
+from pyrovi.diagnostics.psis import batch_safe, plate_nesting
 from pyrovi.guides import GUIDE_FAMILIES, make_guide
 
 WINDOW = 100
@@ -117,6 +118,7 @@ class SVIFit:
     converged: bool
     seed: int
     params: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    module_local_params: bool = True
 
     def sample(self, num_samples: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
         """Draw latent and deterministic sites from the guide, in constrained space.
@@ -127,23 +129,19 @@ class SVIFit:
             Site name -> tensor of shape ``(num_samples, *site_shape)``.
         """
         sites = posterior_sites(self.model, self.data)
-        pyro.set_rng_seed(seed)
-        with _params_loaded(self):
-            try:
-                predictive = Predictive(
-                    self.model, guide=self.guide, num_samples=num_samples,
-                    return_sites=sites, parallel=True,
-                )
-                with torch.no_grad():
-                    return {k: v.detach() for k, v in predictive(**self.data).items()}
-            except Exception:  # model not batch safe: sample one by one
+        with _params_loaded(self), torch.no_grad():
+            for parallel in (True, False):  # a model that is not batch safe: one by one
                 pyro.set_rng_seed(seed)
-                predictive = Predictive(
-                    self.model, guide=self.guide, num_samples=num_samples,
-                    return_sites=sites, parallel=False,
-                )
-                with torch.no_grad():
-                    return {k: v.detach() for k, v in predictive(**self.data).items()}
+                predictive = Predictive(self.model, guide=self.guide, num_samples=num_samples,
+                                        return_sites=list(sites), parallel=parallel)
+                try:
+                    draws = predictive(**self.data)
+                    return {k: v.detach().reshape(num_samples, *sites[k])
+                            for k, v in draws.items()}
+                except Exception:  # noqa: BLE001
+                    if not parallel:
+                        raise
+        raise AssertionError("unreachable")
 
     def posterior(self, num_samples: int = 1000, seed: int = 0) -> az.InferenceData:
         """Draws from the variational posterior as ``arviz.InferenceData`` (one chain).
@@ -180,17 +178,17 @@ def _as_tensor_data(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def posterior_sites(model: Callable[..., Any], data: dict[str, Any]) -> list[str]:
-    """Names of the latent and deterministic sample sites of ``model(**data)``."""
+def posterior_sites(model: Callable[..., Any], data: dict[str, Any]) -> dict[str, torch.Size]:
+    """Latent and deterministic sample sites of ``model(**data)`` and their shapes."""
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(model).get_trace(**data)
-    names = []
+    sites = {}
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
         if site["infer"].get("_deterministic") or not site["is_observed"]:
-            names.append(name)
-    return names
+            sites[name] = site["value"].shape
+    return sites
 
 
 def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
@@ -222,95 +220,32 @@ def _restore(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
 
 def _nonfinite_site(model: Callable[..., Any], guide: Callable[..., Any],
                     data: dict[str, Any], params: list[torch.Tensor]) -> str:
-    """Describe where the loss went non-finite: a sample site, or a parameter."""
-    for tries in range(20):
-        with poutine.block(), torch.no_grad():
+    """Describe where the loss went non-finite: the sample site whose log-density (or its
+    gradient) is non-finite on a fresh draw, or the parameters."""
+    for _ in range(20):
+        with poutine.block():
             try:
                 guide_trace = poutine.trace(guide).get_trace(**data)
                 model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
                     **data)
             except Exception as exc:  # noqa: BLE001 - reported to the user as the cause
                 return f"the model or guide raised {type(exc).__name__}: {exc}"
-            for where, trace in (("guide", guide_trace), ("model", model_trace)):
-                for name, site in trace.nodes.items():
-                    if site["type"] != "sample":
-                        continue
-                    if not torch.isfinite(site["value"]).all():
-                        return f"value of {where} site '{name}' is non-finite"
-                    lp = site["fn"].log_prob(site["value"])
-                    if not torch.isfinite(lp).all():
-                        return f"log-density of {where} site '{name}' is non-finite"
-        del tries
-    bad = [i for i, p in enumerate(params) if p.grad is not None
-           and not torch.isfinite(p.grad).all()]
-    if bad:
-        return f"gradient of {len(bad)} parameter tensor(s) is non-finite"
+        for where, trace in (("guide", guide_trace), ("model", model_trace)):
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                if not torch.isfinite(site["value"]).all():
+                    return f"value of {where} site '{name}' is non-finite"
+                log_density = site["fn"].log_prob(site["value"]).sum()
+                if not torch.isfinite(log_density):
+                    return f"log-density of {where} site '{name}' is non-finite"
+                if log_density.requires_grad:
+                    grads = torch.autograd.grad(log_density, params, allow_unused=True,
+                                                retain_graph=True)
+                    if any(g is not None and not torch.isfinite(g).all() for g in grads):
+                        return f"gradient of the log-density of {where} site '{name}' is " \
+                               "non-finite"
     return "no single site is non-finite on resampling (an unlucky draw)"
-
-
-def _vectorizable(model: Callable[..., Any], guide: Callable[..., Any], data: dict[str, Any],
-                  num_particles: int) -> bool:
-    """Whether vectorised particles give the same per-particle log weights as a loop.
-
-    Plainly written models (``b[0] + b[1] * x``) can broadcast silently wrong under a
-    particle plate; comparing against unvectorised replays of the same draws catches it.
-    """
-    try:
-        with poutine.block(), torch.no_grad():
-            plain = poutine.trace(guide).get_trace(**data)
-            mpn = _max_plate_nesting(model, guide, data)
-            dim = -(mpn + 1)
-
-            def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-                def vectorized(**kwargs: Any) -> Any:
-                    with pyro.plate("_check_particles", num_particles, dim=dim):
-                        return fn(**kwargs)
-                return vectorized
-
-            g_tr = poutine.trace(wrap(guide)).get_trace(**data)
-            m_tr = poutine.trace(poutine.replay(wrap(model), trace=g_tr)).get_trace(**data)
-            vec_logw = _per_particle(m_tr, num_particles) - _per_particle(g_tr, num_particles)
-            for p in range(min(num_particles, 2)):
-                values = {}
-                for name, site in plain.nodes.items():
-                    if site["type"] == "sample" and not site["is_observed"]:
-                        shape = site["value"].shape
-                        values[name] = g_tr.nodes[name]["value"].reshape(
-                            num_particles, *shape)[p]
-                cond_g = poutine.trace(poutine.condition(guide, data=values)).get_trace(**data)
-                cond_m = poutine.trace(poutine.condition(model, data=values)).get_trace(**data)
-                logw = cond_m.log_prob_sum() - cond_g.log_prob_sum()
-                if not torch.allclose(logw, vec_logw[p], rtol=1e-4, atol=1e-3):
-                    return False
-            return True
-    except Exception:  # noqa: BLE001 - any failure means "not vectorizable"
-        return False
-
-
-def _per_particle(trace: Any, num_particles: int) -> torch.Tensor:
-    total = torch.zeros(num_particles)
-    for site in trace.nodes.values():
-        if site["type"] != "sample":
-            continue
-        lp = site["fn"].log_prob(site["value"])
-        if lp.dim() == 0 or lp.shape[0] != num_particles:
-            lp = lp.expand((num_particles,) + lp.shape) if lp.dim() == 0 else lp
-        total = total + lp.reshape(num_particles, -1).sum(-1)
-    return total
-
-
-def _max_plate_nesting(model: Callable[..., Any], guide: Callable[..., Any],
-                       data: dict[str, Any]) -> int:
-    with poutine.block(), torch.no_grad():
-        g_tr = poutine.trace(guide).get_trace(**data)
-        m_tr = poutine.trace(poutine.replay(model, trace=g_tr)).get_trace(**data)
-    depth = 0
-    for trace in (g_tr, m_tr):
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                depth = max(depth, -min((f.dim for f in site["cond_indep_stack"]
-                                         if f.dim is not None), default=0))
-    return depth
 
 
 def _make_elbo(name: str, num_particles: int, vectorize: bool, max_plate_nesting: int,
@@ -340,7 +275,7 @@ def _map_and_laplace(model: Callable[..., Any], data: dict[str, Any]
     """MAP in the unconstrained space by L-BFGS; returns the guide and the Laplace cov."""
     guide = autoguide.AutoLaplaceApproximation(model)
     guide(**data)
-    loss_fn = Trace_ELBO(max_plate_nesting=_max_plate_nesting(model, guide, data))
+    loss_fn = Trace_ELBO(max_plate_nesting=plate_nesting(model, guide, data))
     optimizer = torch.optim.LBFGS([guide.loc], lr=1.0, max_iter=500,
                                   tolerance_grad=1e-9, tolerance_change=1e-12,
                                   line_search_fn="strong_wolfe")
@@ -500,8 +435,9 @@ def fit(
         Fixed number of SVI steps; ``None`` runs until the smoothed ELBO stops improving
         (at most ``max_steps`` steps, with a :class:`ConvergenceWarning` at the cap).
     lr : float or None
-        Initial Adam learning rate; by default 0.01 after a Laplace initialisation and
-        0.02 otherwise. It is halved whenever a window of ``WINDOW`` steps brings no
+        Initial Adam learning rate; by default 0.001 for Gaussian guides started at the
+        Laplace approximation (Adam's stationary jitter grows with the step size), 0.005
+        for flows and 0.02 otherwise. It is halved whenever a window of ``WINDOW`` steps brings no
         significant improvement.
     num_particles : int
         Particles per ELBO estimate; vectorised when the model is batch safe.
@@ -527,7 +463,10 @@ def fit(
         If the loss or its gradient goes non-finite; the parameters are restored to the
         last finite values and the message names the offending site.
     """
-    with pyro.settings.context(module_local_params=True):
+    # Module guides keep their parameters to themselves, so that fits made one after
+    # another do not share Pyro's global param store; the JIT ELBOs read parameters from
+    # that store and need it.
+    with pyro.settings.context(module_local_params=not elbo.startswith("jit")):
         return _fit(model, _as_tensor_data(data), guide, elbo, num_steps, lr, num_particles,
                     seed, progress, max_steps, alpha, init)
 
@@ -546,10 +485,11 @@ def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[
     if guide_name == "laplace":  # the Laplace approximation is the answer: no SVI steps
         elbo_value, elbo_se = estimate_elbo(model, guide_obj, data, seed=seed)
         return SVIFit(model, guide_obj, data, np.zeros(0), elbo_value, elbo_se, guide_name,
-                      elbo, True, seed, _collect_params(guide_obj))
+                      elbo, True, seed, _collect_params(guide_obj),
+                      pyro.settings.get("module_local_params"))
 
-    mpn = _max_plate_nesting(model, guide_obj, data)
-    vectorize = num_particles > 1 and _vectorizable(model, guide_obj, data, num_particles)
+    mpn = plate_nesting(model, guide_obj, data)
+    vectorize = num_particles > 1 and batch_safe(model, guide_obj, data, num_particles)
     loss_fn = _make_elbo(elbo, num_particles, vectorize, mpn, alpha)
     loss_model, loss_guide, loss_args, loss_kwargs = model, guide_obj, (), data
     if elbo.startswith("jit"):
@@ -560,8 +500,9 @@ def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[
         loss_args, loss_kwargs = tuple(data[k] for k in keys), {}
 
     params = _param_tensors(guide_obj, model, data, _make_elbo("trace", 1, False, mpn, alpha))
-    base_lr = lr if lr is not None else (0.003 if laplace_init else 0.02)
-    optimizer = torch.optim.Adam(params, lr=base_lr)
+    if lr is None:  # Laplace-initialised Gaussians start near the optimum: small steps
+        lr = 0.02 if not laplace_init else 0.005 if guide_name == "flow" else 0.001
+    optimizer = torch.optim.Adam(params, lr=lr)
     pyro.set_rng_seed(seed)
 
     losses: list[float] = []
@@ -574,10 +515,17 @@ def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[
     try:
         for step in range(num_steps or max_steps):
             optimizer.zero_grad()
-            loss = loss_fn.loss_and_grads(loss_model, loss_guide, *loss_args, **loss_kwargs)
+            try:
+                loss = loss_fn.loss_and_grads(loss_model, loss_guide, *loss_args,
+                                              **loss_kwargs)
+            except ValueError as exc:  # distribution validation of a NaN parameter
+                if "invalid values" not in str(exc):
+                    raise
+                loss = float("nan")
             grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
             if not (math.isfinite(loss) and grads_ok):
-                where = _nonfinite_site(model, guide_obj, data, params)
+                with pyro.validation_enabled(False):
+                    where = _nonfinite_site(model, guide_obj, data, params)
                 _restore(params, last_good)
                 raise NonFiniteLossError(
                     f"ELBO became non-finite at step {step}: {where}; "
@@ -613,7 +561,8 @@ def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[
             ConvergenceWarning, stacklevel=2)
     elbo_value, elbo_se = estimate_elbo(model, guide_obj, data, seed=seed)
     return SVIFit(model, guide_obj, data, np.asarray(losses), elbo_value, elbo_se, guide_name,
-                  elbo, converged, seed, _collect_params(guide_obj))
+                  elbo, converged, seed, _collect_params(guide_obj),
+                  pyro.settings.get("module_local_params"))
 
 
 def _collect_params(guide: Any) -> dict[str, torch.Tensor]:
@@ -633,7 +582,7 @@ def _params_loaded(fit_result: SVIFit) -> Iterator[None]:
     A callable guide's ``pyro.param`` values are put back into the param store, created
     first by one blocked call so that their constraints are the guide's own.
     """
-    with pyro.settings.context(module_local_params=True):
+    with pyro.settings.context(module_local_params=fit_result.module_local_params):
         if not isinstance(fit_result.guide, torch.nn.Module) and fit_result.params:
             store = pyro.get_param_store()
             if any(name not in store for name in fit_result.params):

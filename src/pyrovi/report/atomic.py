@@ -73,7 +73,9 @@ def write_atomically(
     _make_directory(parent)
     if out.is_symlink() or out.exists():
         if not out.is_dir():
-            raise NotADirectoryError(f"cannot write the report: {out} exists and is not a directory")
+            raise NotADirectoryError(
+                f"cannot write the report: {out} exists and is not a directory"
+            )
         whole = not out.is_symlink() and set(os.listdir(out)) <= set(names) | set(owned)
     else:
         whole = True
@@ -98,13 +100,17 @@ def _make_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except PermissionError as err:
-        raise PermissionError(f"cannot create the report directory {path}: permission denied") from err
+        raise PermissionError(
+            f"cannot create the report directory {path}: permission denied"
+        ) from err
     except FileExistsError as err:
         raise NotADirectoryError(
             f"cannot create the report directory {path}: a file is in the way"
         ) from err
     except OSError as err:
-        raise OSError(err.errno, f"cannot create the report directory {path}: {err.strerror}") from err
+        raise OSError(
+            err.errno, f"cannot create the report directory {path}: {err.strerror}"
+        ) from err
 
 
 def _staging_directory(where: Path, base: str) -> Path:

@@ -88,14 +88,15 @@ def _elbo(cmp: Comparison) -> ReportFigure | None:
     )
 
 
-def _densities(
-    cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]
-) -> ReportFigure | None:
+def _densities(cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]) -> ReportFigure | None:
     names = [n for n in worst_first(cmp.table) if n in vi and n in ref][:MAX_DENSITIES]
     if not names:
         return None
     z = cmp.table["mean_error_z"]
-    titles = [f"{name}  (error {fmt(z[name], 2)} sd)" for name in names]
+    titles = [
+        f"{name}  (error {fmt(z[name], 2)} sd)" if np.isfinite(z[name]) else f"{name}  (error n/a)"
+        for name in names
+    ]
     png = plots.density_png(vi, ref, names, titles=titles)
     total = len(cmp.table)
     shown = f"all {total}" if len(names) == total else f"{len(names)} of {total}"

@@ -10,6 +10,7 @@ test reads.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
@@ -84,9 +85,7 @@ window.addEventListener("load", function () {
 });
 """
 
-_CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-)
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
 def _data_uri(png: bytes) -> str:
@@ -94,6 +93,8 @@ def _data_uri(png: bytes) -> str:
 
 
 def _cell_class(column: str, value: float) -> str:
+    if not math.isfinite(value):
+        return ""
     if column == "mean_error_z":
         if not abs(value) <= CAUTION_MEAN_ERROR_Z:
             return "bad"
@@ -185,8 +186,8 @@ def render_html(cmp: Comparison, figures: Sequence[ReportFigure]) -> str:
         parts.append(
             '<div class="warning" id="reference-warning" role="alert"><strong>The reference '
             "is unhealthy.</strong> Its draws failed convergence checks, so a disagreement "
-            "may be the reference's fault rather than the guide's; the verdict is capped "
-            f"at caution.<ul>{items}</ul></div>"
+            "may be the reference's fault rather than the guide's; the verdict is at best "
+            f"caution.<ul>{items}</ul></div>"
         )
     parts += [
         f'<div id="verdict" class="{word}" data-verdict="{word}">{word.upper()}'
@@ -196,12 +197,13 @@ def render_html(cmp: Comparison, figures: Sequence[ReportFigure]) -> str:
         + "</ul>",
         "<h2>Summary</h2>",
         '<table id="summary"><thead><tr><th class="name">figure</th><th>value</th>'
-        "<th>unit</th><th class=\"name\">how to read it</th></tr></thead><tbody>",
+        '<th class="name">unit</th><th class="name">how to read it</th></tr></thead><tbody>',
     ]
     for row in summary_rows(cmp.summary):
         parts.append(
             f'<tr><td class="name">{escape(row.label)}</td><td>{escape(row.value)}</td>'
-            f'<td class="label">{escape(row.unit)}</td><td class="note">{escape(row.note)}</td></tr>'
+            f'<td class="label">{escape(row.unit)}</td>'
+            f'<td class="note">{escape(row.note)}</td></tr>'
         )
     parts.append("</tbody></table>")
     if figures:
@@ -212,7 +214,8 @@ def render_html(cmp: Comparison, figures: Sequence[ReportFigure]) -> str:
         rows = "".join(
             f'<tr><td class="name">{escape(str(m.get("a")))}</td>'
             f'<td class="name">{escape(str(m.get("b")))}</td>'
-            f"<td>{escape(fmt(m.get('rho_ref'), 2))}</td><td>{escape(fmt(m.get('rho_vi'), 2))}</td></tr>"
+            f"<td>{escape(fmt(m.get('rho_ref'), 2))}</td>"
+            f"<td>{escape(fmt(m.get('rho_vi'), 2))}</td></tr>"
             for m in cmp.missed
         )
         parts.append(

@@ -88,23 +88,40 @@ def render_markdown(cmp: Comparison) -> str:
             "lrll",
         )
     )
-    lines += ["", "Pictures (ELBO trace, densities, pair plot, mean errors, k-hat): see "
-              "`report.html` in this folder.", ""]
+    lines += [
+        "",
+        "Pictures (ELBO trace, densities, pair plot, mean errors, k-hat): see "
+        "`report.html` in this folder.",
+        "",
+    ]
     if cmp.missed:
         lines += ["## Correlations the guide misses", ""]
-        rows = [(m.get("a"), m.get("b"), fmt(m.get("rho_ref"), 2), fmt(m.get("rho_vi"), 2))
-                for m in cmp.missed]
+        rows = [
+            (m.get("a"), m.get("b"), fmt(m.get("rho_ref"), 2), fmt(m.get("rho_vi"), 2))
+            for m in cmp.missed
+        ]
         lines += [markdown_table(["a", "b", "ρ reference", "ρ VI"], rows, "llrr"), ""]
     lines += ["## Parameters", ""]
-    columns = [str(c) for c in cmp.table.columns]
-    header = ["parameter"] + [
-        f"{c} ({TABLE_UNITS[c]})" if c in TABLE_UNITS else c for c in columns
+    header = ["parameter", *(str(c) for c in cmp.table.columns)]
+    units: dict[str, list[str]] = {}
+    for column in header[1:]:
+        units.setdefault(TABLE_UNITS.get(column, "as given"), []).append(column)
+    lines += ["Units: " + "; ".join(f"{', '.join(c)} in {u}" for u, c in units.items()) + ".", ""]
+    rows = [
+        [str(name), *row] for name, row in zip(cmp.table.index, cmp.table.to_numpy(), strict=True)
     ]
-    rows = [[str(name), *row] for name, row in zip(cmp.table.index, cmp.table.to_numpy(),
-                                                   strict=True)]
     lines += [markdown_table(header, rows), ""]
-    lines += ["## Reference health", "", markdown_table(["check", "value"],
-                                                         health_rows(cmp.health), "ll"), ""]
-    lines += ["## Context", "", markdown_table(["item", "value"], context_rows(cmp.labels), "ll"), ""]
+    lines += [
+        "## Reference health",
+        "",
+        markdown_table(["check", "value"], health_rows(cmp.health), "ll"),
+        "",
+    ]
+    lines += [
+        "## Context",
+        "",
+        markdown_table(["item", "value"], context_rows(cmp.labels), "ll"),
+        "",
+    ]
     lines += [f"Written by pyrovi {pyrovi_version()}.", ""]
     return "\n".join(lines)

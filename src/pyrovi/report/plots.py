@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import arviz as az
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -99,16 +101,29 @@ def elbo_trace_png(
     n = values.size
     steps = np.arange(1, n + 1)
     width = window or int(np.clip(n // 25, 1, 200))
-    smooth = pd.Series(np.where(finite, values, np.nan)).rolling(
-        width, center=True, min_periods=1
-    ).mean()
+    smooth = (
+        pd.Series(np.where(finite, values, np.nan))
+        .rolling(width, center=True, min_periods=1)
+        .mean()
+    )
     with matplotlib.rc_context(_STYLE):
         fig = _figure(7.5, 3.2)
         ax = fig.subplots()
-        ax.plot(steps[finite], values[finite], color=VI_COLOR, alpha=0.25, lw=0.8,
-                label="ELBO per step (−loss)")
-        ax.plot(steps, smooth.to_numpy(), color=VI_COLOR, lw=1.8,
-                label=f"moving average ({width} steps)")
+        ax.plot(
+            steps[finite],
+            values[finite],
+            color=VI_COLOR,
+            alpha=0.25,
+            lw=0.8,
+            label="ELBO per step (−loss)",
+        )
+        ax.plot(
+            steps,
+            smooth.to_numpy(),
+            color=VI_COLOR,
+            lw=1.8,
+            label=f"moving average ({width} steps)",
+        )
         levels = []
         if elbo is not None and math.isfinite(elbo):
             ax.axhline(elbo, color=GOOD, ls="--", lw=1.2, label="final ELBO estimate")
@@ -123,7 +138,7 @@ def elbo_trace_png(
             pad = 0.15 * (high - low) if high > low else 1.0
             ax.set_ylim(low - pad, high + pad)
             if values[finite].min() < low - pad:
-                ax.set_title("ELBO trace (y axis zoomed past the first steps)", loc="left")
+                ax.set_title("y axis zoomed: the lowest values lie below it", loc="left")
         ax.set_xlabel("SVI step")
         ax.set_ylabel("ELBO (nats)")
         ax.legend(loc="lower right", fontsize=8, frameon=False)
@@ -137,7 +152,10 @@ def _density(ax: object, x: np.ndarray, color: str, label: str) -> None:
     if x.size < 2 or float(np.ptp(x)) == 0.0:
         ax.axvline(float(x[0]), color=color, lw=1.8, label=label)  # type: ignore[attr-defined]
         return
-    az.plot_dist(x, ax=ax, color=color, label=label, plot_kwargs={"linewidth": 1.6})
+    with warnings.catch_warnings():
+        # arviz 0.23 calls a matplotlib 3.11 API deprecated there; nothing to act on
+        warnings.filterwarnings("ignore", category=MatplotlibDeprecationWarning, module="arviz")
+        az.plot_dist(x, ax=ax, color=color, label=label, plot_kwargs={"linewidth": 1.6})
 
 
 def density_png(
@@ -183,6 +201,7 @@ def density_png(
                 ax.get_legend().remove()
             ax.set_title(title)
             ax.set_yticks([])
+            ax.tick_params(labelsize=8)
             ax.spines["left"].set_visible(False)
         for ax in axes.flat[len(names) :]:
             ax.set_axis_off()
@@ -232,8 +251,15 @@ def pair_png(
             if len(xy) > max_points:
                 xy = xy[rng.choice(len(xy), max_points, replace=False)]
             rho_text = "n/a" if math.isnan(rho) else f"{rho:.2f}"
-            ax.scatter(xy[:, 0], xy[:, 1], s=5, alpha=0.35, color=color, linewidths=0,
-                       label=f"{label} (ρ = {rho_text})")
+            ax.scatter(
+                xy[:, 0],
+                xy[:, 1],
+                s=5,
+                alpha=0.35,
+                color=color,
+                linewidths=0,
+                label=f"{label} (ρ = {rho_text})",
+            )
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
         legend = ax.legend(loc="best", fontsize=8, markerscale=3)
@@ -280,14 +306,19 @@ def mean_error_png(
         ax.axvspan(-2, 2, color=REF_COLOR, alpha=0.08, lw=0, label="reference ± 2 sd")
         ax.axvline(0, color="black", lw=1)
         for sign in (-1, 1):
-            ax.axvline(sign * TRUST_MEAN_ERROR_Z, color=GOOD, ls="--", lw=1,
-                       label=f"± {TRUST_MEAN_ERROR_Z} (trust)" if sign > 0 else None)
+            ax.axvline(
+                sign * TRUST_MEAN_ERROR_Z,
+                color=GOOD,
+                ls="--",
+                lw=1,
+                label=f"± {TRUST_MEAN_ERROR_Z} (trust)" if sign > 0 else None,
+            )
         ax.hlines(y, low, high, color=VI_COLOR, lw=2, label="VI mean ± 2 sd")
         ax.scatter(z, y, color=colors, s=28, zorder=3, edgecolors="white", linewidths=0.5)
         ax.set_yticks(y, names)
         ax.set_ylim(-0.7, len(names) - 0.3)
         ax.set_xlabel("error in reference sd: (VI − mean_ref) / sd_ref")
-        ax.legend(loc="outside upper center", ncols=3, fontsize=8, frameon=False)
+        fig.legend(loc="outside upper center", ncols=3, fontsize=8, frameon=False)
         return _png(fig)
 
 
@@ -328,15 +359,37 @@ def khat_png(khat: float | None, log_weights: np.ndarray | None = None) -> bytes
         gauge.axvspan(KHAT_BAD, right, color=BAD, alpha=0.25, lw=0)
         for x, word in ((KHAT_GOOD, "good | ok"), (KHAT_BAD, "ok | bad")):
             gauge.axvline(x, color="black", lw=1, ls="--")
-            gauge.text(x, 1.02, f"{x}\n{word}", ha="center", va="bottom", fontsize=8,
-                       transform=gauge.get_xaxis_transform())
+            gauge.text(
+                x,
+                1.02,
+                f"{x}\n{word}",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                transform=gauge.get_xaxis_transform(),
+            )
         if finite:
             gauge.axvline(float(khat), color="black", lw=3)
-            gauge.text(float(khat), 0.5, f"  k̂ = {float(khat):.2f}", va="center",
-                       transform=gauge.get_xaxis_transform(), fontsize=10, fontweight="bold")
+            gauge.text(
+                float(khat),
+                0.5,
+                rf"  $\hat{{k}}$ = {float(khat):.2f}",
+                va="center",
+                transform=gauge.get_xaxis_transform(),
+                fontsize=10,
+                fontweight="bold",
+            )
         else:
-            gauge.text(0.5, 0.5, "k-hat not finite", ha="center", va="center",
-                       transform=gauge.transAxes, fontsize=11, color=BAD)
+            gauge.text(
+                0.5,
+                0.5,
+                "k-hat not finite",
+                ha="center",
+                va="center",
+                transform=gauge.transAxes,
+                fontsize=11,
+                color=BAD,
+            )
         gauge.set_xlim(left, right)
         gauge.set_yticks([])
         gauge.spines["left"].set_visible(False)
@@ -348,13 +401,20 @@ def khat_png(khat: float | None, log_weights: np.ndarray | None = None) -> bytes
             shown = w[: max(3 * m, min(w.size, 50))]
             rank = np.arange(1, shown.size + 1)
             tail.loglog(rank, shown, ".", color=VI_COLOR, ms=3, label="normalised weights")
-            tail.axvspan(1, max(m, 1), color="grey", alpha=0.12, lw=0,
-                         label=f"tail fitted by PSIS ({m})")
+            tail.axvspan(
+                1, max(m, 1), color="grey", alpha=0.12, lw=0, label=f"tail fitted by PSIS ({m})"
+            )
             if finite and float(khat) > 0 and m >= 2:
                 anchor = max(1, m // 2)
                 guide = shown[anchor - 1] * (rank / anchor) ** (-float(khat))
-                tail.loglog(rank, guide, "--", color="black", lw=1,
-                            label=f"slope −k̂ = −{float(khat):.2f}")
+                tail.loglog(
+                    rank,
+                    guide,
+                    "--",
+                    color="black",
+                    lw=1,
+                    label=rf"slope $-\hat{{k}}$ = −{float(khat):.2f}",
+                )
             tail.set_xlabel("rank of weight (largest first)")
             tail.set_ylabel("share of total weight")
             tail.set_title(f"largest weight: {100 * w[0]:.1f}% of {w.size} samples", loc="left")

@@ -79,8 +79,9 @@ def fmt(x: Any, decimals: int = 3) -> str:
     x : Any
         A number (Python or numpy), None, or anything else (shown with ``str``).
     decimals : int, default 3
-        Decimals of fixed-point output; very large or small magnitudes use 3
-        significant digits in exponent form instead.
+        Decimals of fixed-point output. Magnitudes of a million or more, and with
+        three decimals or more those below ``10**-decimals``, use 3 significant digits
+        in exponent form instead.
 
     Returns
     -------
@@ -101,7 +102,7 @@ def fmt(x: Any, decimals: int = 3) -> str:
     if isinstance(x, (int, np.integer)):
         return str(int(x)).replace("-", "−")
     magnitude = abs(value)
-    if magnitude >= 1e6 or (0 < magnitude < 10 ** (-decimals)):
+    if magnitude >= 1e6 or (decimals >= 3 and 0 < magnitude < 10 ** (-decimals)):
         return f"{value:.3g}".replace("-", "−")
     return f"{value:.{decimals}f}".replace("-", "−")
 
@@ -265,7 +266,7 @@ def context_rows(labels: Mapping[str, Any]) -> list[tuple[str, str]]:
             rows.append(
                 (
                     "Relabelling",
-                    f"{value}: components were relabelled with this method before comparing",
+                    f"components were relabelled before comparing, using {value}",
                 )
             )
     for name, value in labels.items():

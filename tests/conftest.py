@@ -1,0 +1,22 @@
+"""Shared test set-up: every test starts with an empty param store and a fixed seed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pyro
+import pytest
+import torch
+
+# NUTS references made by the tests are cached in one temporary folder per run, never in
+# the user's home.
+os.environ.setdefault("PYROVI_CACHE_DIR", tempfile.mkdtemp(prefix="pyrovi-test-cache-"))
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro_state() -> None:
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    pyro.enable_validation(True)
