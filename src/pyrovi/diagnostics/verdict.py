@@ -247,7 +247,7 @@ def _agreement(
     text = (
         f"every mean is within {TRUST_MEAN_ERROR_Z} reference sd of the reference (worst "
         f"{_num(worst_z)}, {worst_z_name}) and every sd ratio within [{low}, {high}] (worst "
-        f"{_num(worst_sd)}, {worst_sd_name})"
+        f"{_num(worst_sd, 2)}, {worst_sd_name})"
     )
     if khat is not None:
         text += f"; PSIS k-hat {_num(khat, 2)} <= {TRUST_KHAT}"

@@ -1,0 +1,260 @@
+"""The ``pyrovi`` command line: ``list``, ``demo`` and ``compare``.
+
+Every bad input ends in one line on stderr, ``pyrovi: error: ...``, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(message)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyrovi", description="Variational inference you can check.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    sub.add_parser("list", help="list the registered models, their guides and data sets")
+
+    demo = sub.add_parser("demo", help="fit, run NUTS and compare on bundled data (exact model)")
+    _add_run_options(demo, default_out="pyrovi-report")
+
+    cmp = sub.add_parser("compare", help="compare a VI fit with a NUTS (or given) reference")
+    cmp.add_argument("model", help="registered model name, or path/to/file.py:function")
+    cmp.add_argument("--guide", default="mean_field", help="guide family (default mean_field)")
+    cmp.add_argument("--data", help="bundled data set name, or a JSON file of model arguments")
+    cmp.add_argument("--reference", help="reference draws (.nc, posteriordb .json/.json.zip, "
+                                         "CmdStan .csv) instead of running NUTS")
+    _add_run_options(cmp, default_out="pyrovi-report")
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", default=default_out, help=f"report folder ({default_out})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random step")
+    parser.add_argument("--num-samples", type=_positive_int, default=1000,
+                        help="NUTS draws per chain")
+    parser.add_argument("--num-warmup", type=_positive_int, default=1000,
+                        help="NUTS warm-up steps per chain")
+    parser.add_argument("--num-chains", type=_positive_int, default=2, help="NUTS chains")
+    parser.add_argument("--num-steps", type=_positive_int, default=None,
+                        help="fixed SVI steps (default: until converged)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _load_user_model(target: str) -> Callable[..., Any]:
+    path_text, _, name = target.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise CLIError(f"model file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"pyrovi_user_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file: report, don't trace
+        raise CLIError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    model = getattr(module, name, None)
+    if not callable(model):
+        raise CLIError(f"{path} defines no function {name!r}")
+    return model
+
+
+def _json_value(key: str, value: Any, path: Path) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        raise CLIError(f"{path}: entry {key!r} must be a number or an array of numbers")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CLIError(f"{path}: entry {key!r} is NaN or infinite")
+        return value
+    try:
+        tensor = torch.tensor(value, dtype=torch.get_default_dtype())
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"{path}: entry {key!r} is not a rectangular array of numbers") from exc
+    if not torch.isfinite(tensor).all():
+        raise CLIError(f"{path}: entry {key!r} contains NaN or infinite values")
+    return tensor
+
+
+def load_data_file(path: Path) -> dict[str, Any]:
+    """Read a JSON object of model arguments: numbers and (nested) arrays of numbers."""
+    if not path.is_file():
+        raise CLIError(f"data file not found: {path}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CLIError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise CLIError(f"{path}: expected a JSON object mapping argument names to arrays")
+    return {key: _json_value(key, value, path) for key, value in raw.items()}
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any work if the report folder cannot be created and written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".pyrovi-write-test-"):
+            pass
+    except OSError as exc:
+        raise CLIError(f"cannot write to output folder {out}: {exc.strerror or exc}") from exc
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Callable[..., Any], dict[str, Any], str, str]:
+    """The model, its data, and labels for the report, from ``compare``'s arguments."""
+    from pyrovi.models import REGISTRY, list_models
+
+    if ":" in args.model and args.model.split(":")[0].endswith(".py"):
+        model = _load_user_model(args.model)
+        if not args.data:
+            raise CLIError("a model from a file needs --data path/to/data.json")
+        data_path = Path(args.data)
+        return model, load_data_file(data_path), args.model, str(data_path)
+    if args.model not in REGISTRY:
+        raise CLIError(f"unknown model {args.model!r}; registered models: "
+                       f"{', '.join(list_models())} (or give path/to/file.py:function)")
+    spec = REGISTRY[args.model]
+    if args.data and (args.data.endswith(".json") or os.sep in args.data):
+        return spec.model, load_data_file(Path(args.data)), spec.name, args.data
+    try:
+        data = spec.load_data(args.data)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    return spec.model, data, spec.name, args.data or spec.datasets[0]
+
+
+def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
+                 args: argparse.Namespace, labels: dict[str, Any],
+                 reference: str | None = None) -> Any:
+    import pyrovi
+    from pyrovi.guides import GUIDE_FAMILIES
+
+    if guide not in GUIDE_FAMILIES:
+        raise CLIError(f"unknown guide {guide!r}; choose one of {', '.join(GUIDE_FAMILIES)}")
+    out = Path(args.out)
+    _check_writable(out)
+    progress = sys.stderr.isatty()
+    if reference:
+        try:
+            ref = pyrovi.load_reference(reference)
+        except pyrovi.ReferenceFormatError as exc:
+            raise CLIError(str(exc)) from exc
+        from pyrovi.infer.svi import posterior_sites
+
+        try:
+            sites = posterior_sites(model, data)
+        except Exception as exc:  # noqa: BLE001 - the user's model or data: report it
+            raise CLIError(f"the model fails on the data: {type(exc).__name__}: {exc}") from exc
+        if not set(sites) & set(ref.posterior.data_vars):
+            raise CLIError(f"the reference {reference} has no parameters in common with the "
+                           f"model (reference: {', '.join(list(ref.posterior.data_vars)[:5])};"
+                           f" model: {', '.join(sites)})")
+    try:
+        fit = pyrovi.fit(model, data, guide=guide, num_steps=args.num_steps, seed=args.seed,
+                         progress=progress)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if not reference:
+        print(f"running NUTS ({args.num_chains} chains x {args.num_samples} draws) ...",
+              file=sys.stderr)
+        ref = pyrovi.nuts(model, data, num_samples=args.num_samples,
+                          num_warmup=args.num_warmup, num_chains=args.num_chains,
+                          seed=args.seed, progress=progress)
+    try:
+        comparison = pyrovi.compare(fit, ref, seed=args.seed, labels=labels)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    try:
+        written = comparison.write(out)
+    except OSError as exc:
+        raise CLIError(f"cannot write the report to {out}: {exc}") from exc
+    _print_comparison(comparison, written)
+    return comparison
+
+
+def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
+    s = comparison.summary
+    print(comparison.table.round(4).to_string())
+    print()
+    print(f"ELBO            {s['elbo']:.4f} ± {s['elbo_se']:.4f} nats")
+    print(f"log p(x)        {s['log_evidence']:.4f} ± {s['log_evidence_se']:.4f} nats "
+          f"({s['log_evidence_method']})")
+    print(f"KL(q || p)      {s['kl_gap']:.4f} nats  [{s['kl_gap_low']:.4f}, {s['kl_gap_high']:.4f}]")
+    if s["khat"] is not None:
+        print(f"PSIS k-hat      {s['khat']:.2f} ({s['khat_label']})")
+    print(f"verdict         {s['verdict'].upper()}")
+    for reason in comparison.reasons:
+        print(f"  - {reason}")
+    print(f"report written to {written['html']}")
+
+
+def _cmd_list() -> None:
+    from pyrovi.models import REGISTRY
+
+    for name in sorted(REGISTRY):
+        spec = REGISTRY[name]
+        print(f"{name:20s} {spec.description}")
+        print(f"{'':20s} guides: {', '.join(spec.guides)}; data: {', '.join(spec.datasets)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pyrovi`` command line; returns the exit code."""
+    warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command == "list":
+            _cmd_list()
+        elif args.command == "demo":
+            from pyrovi.models import normal_normal
+
+            print("demo: normal_normal on the eight-schools data (exact posterior and "
+                  "evidence), mean_field guide vs NUTS", file=sys.stderr)
+            _run_compare(normal_normal.model, normal_normal.load_data(), "mean_field", args,
+                         {"model": "normal_normal", "data": "eight_schools"})
+        else:
+            model, data, model_label, data_label = _resolve(args)
+            _run_compare(model, data, args.guide, args,
+                         {"model": model_label, "data": data_label}, reference=args.reference)
+    except CLIError as exc:
+        print(f"pyrovi: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pyrovi: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
