@@ -129,17 +129,22 @@ class SVIFit:
             Site name -> tensor of shape ``(num_samples, *site_shape)``.
         """
         sites = posterior_sites(self.model, self.data)
+        deterministic = deterministic_sites(self.model, self.data)
+        attempts = [(self.model, self.guide, True)]
+        if not deterministic:  # latents only: the (batch-safe) guide alone suffices
+            attempts.append((self.guide, None, True))
+        attempts.append((self.model, self.guide, False))  # not batch safe: one by one
         with _params_loaded(self), torch.no_grad():
-            for parallel in (True, False):  # a model that is not batch safe: one by one
+            for i, (fn, guide, parallel) in enumerate(attempts):
                 pyro.set_rng_seed(seed)
-                predictive = Predictive(self.model, guide=self.guide, num_samples=num_samples,
+                predictive = Predictive(fn, guide=guide, num_samples=num_samples,
                                         return_sites=list(sites), parallel=parallel)
                 try:
                     draws = predictive(**self.data)
-                    return {k: v.detach().reshape(num_samples, *sites[k])
-                            for k, v in draws.items()}
-                except Exception:  # noqa: BLE001
-                    if not parallel:
+                    return {k: draws[k].detach().reshape(num_samples, *sites[k])
+                            for k in sites}
+                except Exception:  # noqa: BLE001 - try the next, slower way
+                    if i == len(attempts) - 1:
                         raise
         raise AssertionError("unreachable")
 
@@ -189,6 +194,14 @@ def posterior_sites(model: Callable[..., Any], data: dict[str, Any]) -> dict[str
         if site["infer"].get("_deterministic") or not site["is_observed"]:
             sites[name] = site["value"].shape
     return sites
+
+
+def deterministic_sites(model: Callable[..., Any], data: dict[str, Any]) -> list[str]:
+    """Names of the ``pyro.deterministic`` sites of ``model(**data)``."""
+    with poutine.block(), torch.no_grad():
+        trace = poutine.trace(model).get_trace(**data)
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and site["infer"].get("_deterministic")]
 
 
 def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
@@ -308,7 +321,9 @@ def _initialise(guide: Any, guide_name: str, model: Callable[..., Any],
     loc = laplace.loc.detach()
     if not (torch.isfinite(cov).all() and torch.linalg.eigvalsh(cov).min() > 0):
         cov = torch.diag(torch.full_like(loc, 0.01))
-    std = cov.diagonal().sqrt()
+    # Diagonal guides start at the conditional sds 1 / sqrt(diag(precision)): for a
+    # Gaussian posterior that is exactly the mean-field optimum of KL(q || p).
+    conditional_std = torch.linalg.inv(cov).diagonal().rsqrt()
     if guide_name == "laplace":
         return laplace.laplace_approximation(**data)
     if guide_name == "flow":
@@ -320,9 +335,15 @@ def _initialise(guide: Any, guide_name: str, model: Callable[..., Any],
         guide.scale = PyroParam(chol.diagonal().clone(), guide.scale_constraint)
         guide.scale_tril = PyroParam(chol / chol.diagonal()[:, None],
                                      constraints.unit_lower_cholesky)
-    elif guide_name == "low_rank":
+    elif guide_name == "low_rank":  # S (F F^T + I) S, F from the leading eigenvectors
+        rank = guide.cov_factor.shape[-1]
+        residual = cov - torch.diag(conditional_std**2)
+        eigval, eigvec = torch.linalg.eigh(residual)
+        top = eigval.flip(0)[:rank].clamp(min=0.0)
         guide.loc = torch.nn.Parameter(loc.clone())
-        guide.scale = PyroParam(std.clone() * 0.5, guide.scale_constraint)
+        guide.scale = PyroParam(conditional_std.clone(), guide.scale_constraint)
+        factor = eigvec.flip(1)[:, :rank] * top.sqrt()  # Pyro scales rows by `scale`
+        guide.cov_factor = torch.nn.Parameter(factor / conditional_std[:, None] + 1e-3)
     else:  # mean_field, map: per-site values
         for name, (start, end, site_shape) in _site_slices(laplace).items():
             site_loc = loc[start:end].reshape(site_shape)
@@ -335,7 +356,7 @@ def _initialise(guide: Any, guide_name: str, model: Callable[..., Any],
             with torch.no_grad():
                 deep_getattr(guide.locs, name + "_unconstrained").copy_(site_loc)
                 deep_getattr(guide.scales, name + "_unconstrained").copy_(
-                    _softplus_inverse(std[start:end].reshape(site_shape)))
+                    _softplus_inverse(conditional_std[start:end].reshape(site_shape)))
     return guide
 
 
