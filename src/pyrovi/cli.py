@@ -211,7 +211,8 @@ def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
     print(f"ELBO            {s['elbo']:.4f} ± {s['elbo_se']:.4f} nats")
     print(f"log p(x)        {s['log_evidence']:.4f} ± {s['log_evidence_se']:.4f} nats "
           f"({s['log_evidence_method']})")
-    print(f"KL(q || p)      {s['kl_gap']:.4f} nats  [{s['kl_gap_low']:.4f}, {s['kl_gap_high']:.4f}]")
+    print(f"KL(q || p)      {s['kl_gap']:.4f} nats  "
+          f"[{s['kl_gap_low']:.4f}, {s['kl_gap_high']:.4f}]")
     if s["khat"] is not None:
         print(f"PSIS k-hat      {s['khat']:.2f} ({s['khat_label']})")
     print(f"verdict         {s['verdict'].upper()}")

@@ -1,0 +1,119 @@
+"""The pyrovi command line: every bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyrovi.models import linear_regression
+
+HERE = Path(__file__).parent
+TINY = ["--num-samples", "100", "--num-warmup", "100", "--num-chains", "1"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "pyrovi.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pyrovi: error:") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_list_prints_every_registered_model() -> None:
+    result = run("list")
+    assert result.returncode == 0
+    for name in ("normal_normal", "beta_bernoulli", "linear_regression"):
+        assert name in result.stdout
+
+
+@pytest.fixture
+def regression_json(tmp_path: Path) -> Path:
+    data = linear_regression.load_data()
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps({k: v.tolist() for k, v in data.items()}))
+    return path
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nope"], "invalid choice"),
+    (["compare", "no_such_model"], "unknown model 'no_such_model'"),
+    (["compare", "normal_normal", "--guide", "nope"], "unknown guide 'nope'"),
+    (["compare", "normal_normal", "--data", "nope"], "no bundled data set 'nope'"),
+    (["compare", "normal_normal", "--data", "missing.json"], "data file not found"),
+    (["compare", "normal_normal", "--num-samples", "-3"], "positive integer"),
+    (["compare", "missing.py:model", "--data", "d.json"], "model file not found"),
+    (["compare", "normal_normal", "--reference", "missing.nc"], "reference file not found"),
+])
+def test_bad_arguments(args: list[str], fragment: str, tmp_path: Path) -> None:
+    assert_usage_error(run(*args, "--out", str(tmp_path / "o"), cwd=tmp_path)
+                       if args[0] == "compare" else run(*args), fragment)
+
+
+def test_malformed_and_non_finite_data(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert_usage_error(run("compare", "normal_normal", "--data", str(bad)), "not valid JSON")
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"x": [[1.0, NaN]], "sigma": [1.0, 1.0]}')
+    assert_usage_error(run("compare", "normal_normal", "--data", str(nan)), "NaN or infinite")
+    ragged = tmp_path / "ragged.json"
+    ragged.write_text('{"x": [[1.0, 2.0], [3.0]]}')
+    assert_usage_error(run("compare", "normal_normal", "--data", str(ragged)), "rectangular")
+
+
+def test_user_model_errors(tmp_path: Path, regression_json: Path) -> None:
+    target = f"{HERE / 'user_model.py'}:nothing"
+    assert_usage_error(run("compare", target, "--data", str(regression_json)),
+                       "defines no function 'nothing'")
+    assert_usage_error(run("compare", f"{HERE / 'user_model.py'}:model"), "needs --data")
+    broken = tmp_path / "broken.py"
+    broken.write_text("import no_such_module\n")
+    assert_usage_error(run("compare", f"{broken}:model", "--data", str(regression_json)),
+                       "importing")
+
+
+def test_reference_without_common_parameters(tmp_path: Path) -> None:
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps([{"alpha": [0.1, 0.2, 0.3]}]))
+    assert_usage_error(run("compare", "normal_normal", "--reference", str(ref), "--out",
+                           str(tmp_path / "o")), "no parameters in common")
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"mu[1]": [0.1, 0.2]}, {"mu[1]": [0.3]}]')
+    assert_usage_error(run("compare", "normal_normal", "--reference", str(broken), "--out",
+                           str(tmp_path / "o")), "broken.json")
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    assert_usage_error(run("compare", "normal_normal", "--out", str(blocker / "report")),
+                       "cannot write to output folder")
+
+
+def test_user_model_end_to_end_through_the_cli(tmp_path: Path, regression_json: Path) -> None:
+    result = run("compare", f"{HERE / 'user_model.py'}:model", "--data", str(regression_json),
+                 "--guide", "full_rank", "--out", str(tmp_path / "report"), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "verdict" in result.stdout and "b[1]" in result.stdout
+    for name in ("report.html", "report.md", "comparison.json", "table.csv"):
+        assert (tmp_path / "report" / name).is_file()
+
+
+def test_demo_writes_a_report(tmp_path: Path) -> None:
+    result = run("demo", "--out", str(tmp_path / "demo"), *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "log p(x)" in result.stdout and "(exact)" in result.stdout
+    assert f"report written to {tmp_path / 'demo' / 'report.html'}" in result.stdout
+    summary = json.loads((tmp_path / "demo" / "comparison.json").read_text())
+    assert summary["verdict"] in ("trust", "caution")
