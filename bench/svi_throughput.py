@@ -350,6 +350,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     for name, rs in runs.items():
         med[name] = {
             "rate": _median(r.rate for r in rs),
+            "lo": min((r.rate for r in rs if math.isfinite(r.rate)), default=float("nan")),
+            "hi": max((r.rate for r in rs if math.isfinite(r.rate)), default=float("nan")),
             "fixed": _median(r.fixed for r in rs),
             "elbo": _median(r.elbo for r in rs),
             "tail": _median(r.tail_loss for r in rs),
@@ -359,17 +361,20 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
     base = med["pyro Trace_ELBO"]["rate"]
     print()
-    header = (f"{'method':<26} {'steps/s':>9} {'vs pyro':>8} {'fixed s':>8} "
+    header = (f"{'method':<26} {'steps/s':>9} {'(min-max)':>15} {'vs pyro':>8} {'fixed s':>8} "
               f"{'whole-call steps/s':>19} {'final ELBO':>11} {'tail loss':>10}")
     print(header)
     print("-" * len(header))
     for name, m in med.items():
         whole = f"{m['whole']:.0f}" if "whole" in m else "-"
-        print(f"{name:<26} {m['rate']:>9.0f} {m['rate'] / base:>8.2f} {m['fixed']:>8.2f} "
+        span = f"({m['lo']:.0f}-{m['hi']:.0f})"
+        print(f"{name:<26} {m['rate']:>9.0f} {span:>15} {m['rate'] / base:>8.2f} "
+              f"{m['fixed']:>8.2f} "
               f"{whole:>19} {m['elbo']:>11.2f} {m['tail']:>10.2f}")
     print()
-    print("steps/s: loop only (fixed costs excluded; see the module docstring). "
-          "fixed s: setup + compile (+ final 1000-particle ELBO for pyrovi).")
+    print("steps/s: median loop-only rate over the repeats, fixed costs excluded (see the "
+          "module docstring);\n(min-max): its range over the repeats; fixed s: setup + compile "
+          "(+ MAP init and final 1000-particle ELBO for pyrovi).")
     print(f"final ELBO: {ELBO_ESTIMATE_PARTICLES}-particle estimate after the fit; "
           "tail loss: mean loss of the last 10% of steps.")
 

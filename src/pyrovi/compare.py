@@ -19,7 +19,7 @@ import pandas as pd
 
 from pyrovi import diagnostics as dg
 from pyrovi.infer.svi import SVIFit, _as_tensor_data
-from pyrovi.models import REGISTRY
+from pyrovi.models import REGISTRY, ModelSpec
 
 KHAT_SAMPLES = 2000
 IWAE_K = 200
@@ -83,11 +83,11 @@ class Comparison:
         return write_report(self, out_dir)
 
 
-def _registered_log_evidence(model: Callable[..., Any] | None
-                             ) -> Callable[[dict[str, Any]], float] | None:
+def _registered(model: Callable[..., Any] | None) -> ModelSpec | None:
+    """The registry entry whose model is ``model``, if any."""
     for spec in REGISTRY.values():
         if spec.model is model:
-            return spec.log_evidence
+            return spec
     return None
 
 
@@ -106,6 +106,7 @@ def compare(
     seed: int = 0,
     log_evidence: float | None = None,
     labels: dict[str, Any] | None = None,
+    mixture_sites: tuple[str, ...] | None = None,
 ) -> Comparison:
     """Compare a variational posterior with a reference posterior.
 
@@ -126,6 +127,10 @@ def compare(
         it exists, an importance-weighted (IWAE) estimate otherwise.
     labels : dict, optional
         Context shown in the report (``model``, ``guide``, ``data``, ``relabelling``).
+    mixture_sites : tuple of str, optional
+        Sites whose first axis indexes mixture components; both posteriors are relabelled
+        to a common component order first (label switching). Registered mixtures
+        (:attr:`ModelSpec.mixture_sites`) are relabelled without being asked.
 
     Returns
     -------
@@ -145,6 +150,14 @@ def compare(
         vi_idata = fit.posterior(num_samples=num_draws, seed=seed)
     else:
         vi_idata = vi
+    spec = _registered(model)
+    if mixture_sites is None:
+        mixture_sites = spec.mixture_sites if spec is not None else ()
+    relabel_note = None
+    if mixture_sites:
+        vi_idata, ref, info = dg.relabel_pair(vi_idata, ref, mixture_sites)
+        labels["relabelling"] = info.method
+        relabel_note = None if info.chain_modes_agree else info.message
     vi_draws = dg.scalar_draws(vi_idata)
     ref_draws = dg.scalar_draws(ref)
     common = [name for name in ref_draws if name in vi_draws]
@@ -157,6 +170,8 @@ def compare(
     w1 = dg.w1_joint(dg.stack_draws(vi_draws, common), dg.stack_draws(ref_draws, common),
                      standardize_by=dg.stack_draws(ref_draws, common), seed=seed)
     health = dg.reference_health(ref)
+    if relabel_note:  # chains in different modes: the reference itself is in question
+        health["problems"] = [relabel_note, *health.get("problems", [])]
     missed = dg.missed_correlations(vi_draws, ref_draws)
 
     khat = log_w = None
@@ -172,7 +187,7 @@ def compare(
             log_w = None
 
     method, log_ev, log_ev_se = "none", float("nan"), float("nan")
-    exact = _registered_log_evidence(model)
+    exact = spec.log_evidence if spec is not None else None
     if log_evidence is not None:
         method, log_ev, log_ev_se = "given", float(log_evidence), 0.0
     elif exact is not None and data is not None:

@@ -12,6 +12,7 @@ module                  computes
 ``evidence``            importance weighted bounds on ``log p(x)`` and the KL gap
 ``health``              convergence of the reference (R-hat, ESS, divergences)
 ``correlation``         posterior correlations the guide misses
+``relabel``             undo label switching in mixtures; chains in different modes
 ``verdict``             "trust" / "caution" / "reject" with reasons in words
 ======================  ===============================================================
 """
@@ -28,6 +29,13 @@ from pyrovi.diagnostics.psis import (
     guide_log_weights,
     khat_label,
     psis_khat,
+)
+from pyrovi.diagnostics.relabel import (
+    MODE_SEPARATION,
+    RelabelInfo,
+    chains_disagree,
+    relabel,
+    relabel_pair,
 )
 from pyrovi.diagnostics.verdict import (
     CAUTION_MEAN_ERROR_Z,
@@ -48,11 +56,14 @@ __all__ = [
     "ESS_MIN",
     "KHAT_BAD",
     "KHAT_GOOD",
+    "MODE_SEPARATION",
     "RHAT_MAX",
+    "RelabelInfo",
     "TABLE_COLUMNS",
     "TRUST_KHAT",
     "TRUST_MEAN_ERROR_Z",
     "TRUST_SD_RATIO",
+    "chains_disagree",
     "guide_log_weights",
     "iwae_bound",
     "khat_label",
@@ -61,6 +72,8 @@ __all__ = [
     "missed_correlations",
     "psis_khat",
     "reference_health",
+    "relabel",
+    "relabel_pair",
     "scalar_draws",
     "sliced_w1",
     "stack_draws",

@@ -338,6 +338,13 @@ def _read_raw(name: str) -> np.ndarray:
     return np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
 
 
+def feature_names(name: str | None = None) -> tuple[str, ...]:
+    """Column names of the features of a bundled data set (with units where known)."""
+    chosen = pick_dataset(name, DATASETS, "gmm")
+    units = {"eruptions": "eruptions (min)", "waiting": "waiting (min)"}
+    return tuple(units.get(c, f"{c} (cm)") for c in _FILES[chosen][1])
+
+
 def standardization(name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (``ddof=1``) of each feature of a bundled data set.
 
@@ -399,4 +406,5 @@ SPEC = ModelSpec(
     simulate=simulate,
     description="Bayesian Gaussian mixture, assignments summed out (multimodal, label switching)",
     datasets=DATASETS,
+    mixture_sites=("weights", "locs", "scales"),
 )

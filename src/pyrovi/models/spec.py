@@ -37,6 +37,10 @@ class ModelSpec:
         closed form, one distribution per latent site, where it exists.
     log_evidence : callable or None
         ``log_evidence(data) -> float``: exact ``log p(x)``, where it exists.
+    mixture_sites : tuple of str
+        For mixtures: the sites whose first axis indexes components (``weights``,
+        ``locs``, ...). Their draws are relabelled to a common component order before
+        VI and reference are compared (label switching).
     """
 
     name: str
@@ -48,3 +52,4 @@ class ModelSpec:
     datasets: tuple[str, ...] = field(default_factory=tuple)
     exact_posterior: Callable[[Data], dict[str, Any]] | None = None
     log_evidence: Callable[[Data], float] | None = None
+    mixture_sites: tuple[str, ...] = ()

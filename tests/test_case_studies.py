@@ -1,0 +1,28 @@
+"""Case studies are scripts with main(args): smoke-tested in a subprocess with tiny flags."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.slow
+def test_gmm_old_faithful_quick(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "case_studies" / "gmm_old_faithful.py"), "--quick",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    for name in ("summary.md", "summary.csv", "ellipses.png", "gmm_mean_field/report.html",
+                 "gmm_full_rank/report.html", "gmm_full_cavi/report.html"):
+        assert (out / name).is_file(), name
+    summary = (out / "summary.md").read_text()
+    assert "CAVI" in summary and "full_rank" in summary and "mean_field" in summary
