@@ -37,7 +37,8 @@ class Comparison:
     summary : dict
         ``max_abs_mean_error_z, worst_sd_ratio, w1_joint, khat, elbo, log_evidence,
         kl_gap, verdict`` and the supporting figures (standard errors, intervals,
-        methods, reasons).
+        methods, reasons; ``w1_joint_baseline`` is the same distance between two halves of
+        the reference, the size finite samples alone produce).
     reasons : list of str
         Why the verdict is what it is, most important first.
     vi, ref : arviz.InferenceData
@@ -169,6 +170,10 @@ def compare(
     table = dg.marginal_table(vi_draws, ref_draws)
     w1 = dg.w1_joint(dg.stack_draws(vi_draws, common), dg.stack_draws(ref_draws, common),
                      standardize_by=dg.stack_draws(ref_draws, common), seed=seed)
+    ref_stack = dg.stack_draws(ref_draws, common)
+    halves = np.random.default_rng(seed).permutation(len(ref_stack))
+    w1_baseline = dg.w1_joint(ref_stack[halves[::2]], ref_stack[halves[1::2]],
+                              standardize_by=ref_stack, seed=seed)
     health = dg.reference_health(ref)
     if relabel_note:  # chains in different modes: the reference itself is in question
         health["problems"] = [relabel_note, *health.get("problems", [])]
@@ -203,6 +208,7 @@ def compare(
         "max_abs_mean_error_z": float(table["mean_error_z"].abs().max()),
         "worst_sd_ratio": _worst_sd_ratio(table),
         "w1_joint": float(w1),
+        "w1_joint_baseline": float(w1_baseline),
         "khat": None if khat is None or not math.isfinite(khat) else float(khat),
         "khat_label": None if khat is None else dg.khat_label(khat),
         "khat_samples": KHAT_SAMPLES if khat is not None else 0,

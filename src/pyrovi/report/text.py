@@ -206,7 +206,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
             "Joint 1-Wasserstein distance",
             fmt(get("w1_joint")),
             SUMMARY_UNITS["w1_joint"],
-            "between all parameters jointly, each scaled by its reference sd",
+            "between all parameters jointly, each scaled by its reference sd; finite samples "
+            "give a positive distance even between identical distributions: compare with "
+            f"{fmt(get('w1_joint_baseline'))}, the distance between two halves of the "
+            "reference",
         ),
         SummaryRow("ELBO", _plus_minus(get("elbo"), get("elbo_se")), "nats", elbo_note),
         SummaryRow(

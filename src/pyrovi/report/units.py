@@ -12,6 +12,7 @@ SUMMARY_UNITS: dict[str, str] = {
     "max_abs_mean_error_z": "reference sd",
     "worst_sd_ratio": "ratio (sd_vi / sd_ref)",
     "w1_joint": "reference sd (standardized)",
+    "w1_joint_baseline": "reference sd (standardized)",
     "khat": "Pareto shape (dimensionless)",
     "khat_samples": "importance samples",
     "elbo": "nats",
