@@ -84,8 +84,9 @@ def pyro_model(x: torch.Tensor) -> None:
     locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
     scales = pyro.sample("scales", dist.LogNormal(0.0, 1.0).expand([2]).to_event(1))
     with pyro.plate("data", x.shape[0]):
-        pyro.sample("x", dist.MixtureSameFamily(dist.Categorical(weights),
-                                                dist.Normal(locs, scales)), obs=x)
+        pyro.sample(
+            "x", dist.MixtureSameFamily(dist.Categorical(weights), dist.Normal(locs, scales)), obs=x
+        )
 
 
 # ----------------------------------------------------------------------------- results
@@ -94,8 +95,14 @@ def pyro_model(x: torch.Tensor) -> None:
 class Run:
     """One timed run: loop rate, fixed cost, and the fit's quality."""
 
-    def __init__(self, rate: float, fixed: float, elbo: float, tail_loss: float,
-                 whole_rate: float | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        fixed: float,
+        elbo: float,
+        tail_loss: float,
+        whole_rate: float | None = None,
+    ) -> None:
         self.rate = rate
         self.fixed = fixed
         self.elbo = elbo
@@ -106,7 +113,7 @@ class Run:
 def _tail(losses: Any) -> float:
     """Mean loss over the last 10% of the steps."""
     losses = np.asarray(losses, dtype=float)
-    return float(losses[-max(1, len(losses) // 10):].mean())
+    return float(losses[-max(1, len(losses) // 10) :].mean())
 
 
 def _elbo_torch(guide: Callable[..., Any], x: torch.Tensor) -> float:
@@ -118,8 +125,16 @@ def _elbo_torch(guide: Callable[..., Any], x: torch.Tensor) -> float:
 
 def _timed_fit(x: torch.Tensor, steps: int, elbo: str, init: str) -> tuple[float, Any]:
     start = time.perf_counter()
-    result = pyrovi.fit(pyro_model, {"x": x}, guide="mean_field", elbo=elbo, num_steps=steps,
-                        lr=LR, init=init, seed=0)
+    result = pyrovi.fit(
+        pyro_model,
+        {"x": x},
+        guide="mean_field",
+        elbo=elbo,
+        num_steps=steps,
+        lr=LR,
+        init=init,
+        seed=0,
+    )
     return time.perf_counter() - start, result
 
 
@@ -130,8 +145,13 @@ def run_pyrovi(x: torch.Tensor, steps: int, elbo: str, init: str) -> Run:
     loop = t_full - t_half
     rate = (steps - half) / loop if loop > 0 else float("nan")  # noise swamped the loop
     fixed = t_half - loop * half / (steps - half) if loop > 0 else float("nan")
-    return Run(rate=rate, fixed=fixed, elbo=result.elbo, tail_loss=_tail(result.losses),
-               whole_rate=steps / t_full)
+    return Run(
+        rate=rate,
+        fixed=fixed,
+        elbo=result.elbo,
+        tail_loss=_tail(result.losses),
+        whole_rate=steps / t_full,
+    )
 
 
 # ----------------------------------------------------------------------------- plain Pyro
@@ -152,8 +172,9 @@ def run_pyro(x: torch.Tensor, steps: int, jit: bool, warmup: int) -> Run:
     for _ in range(steps):
         losses.append(svi.step(x))
     elapsed = time.perf_counter() - start
-    return Run(rate=steps / elapsed, fixed=fixed, elbo=_elbo_torch(guide, x),
-               tail_loss=_tail(losses))
+    return Run(
+        rate=steps / elapsed, fixed=fixed, elbo=_elbo_torch(guide, x), tail_loss=_tail(losses)
+    )
 
 
 # ----------------------------------------------------------------------------- NumPyro
@@ -180,8 +201,13 @@ def _numpyro_setup(x_np: np.ndarray) -> tuple[Any, Any, Any, Any]:
         locs = numpyro.sample("locs", ndist.Normal(0.0, 10.0).expand([2]).to_event(1))
         scales = numpyro.sample("scales", ndist.LogNormal(0.0, 1.0).expand([2]).to_event(1))
         with numpyro.plate("data", x.shape[0]):
-            numpyro.sample("x", ndist.MixtureSameFamily(ndist.Categorical(probs=weights),
-                                                        ndist.Normal(locs, scales)), obs=x)
+            numpyro.sample(
+                "x",
+                ndist.MixtureSameFamily(
+                    ndist.Categorical(probs=weights), ndist.Normal(locs, scales)
+                ),
+                obs=x,
+            )
 
     guide = NAutoNormal(model)
     svi = NSVI(model, guide, numpyro.optim.Adam(LR), NTrace_ELBO())
@@ -193,7 +219,8 @@ def _numpyro_elbo(model: Any, guide: Any, params: Any, x: Any) -> float:
     from numpyro.infer import Trace_ELBO as NTrace_ELBO
 
     loss = NTrace_ELBO(num_particles=ELBO_ESTIMATE_PARTICLES).loss(
-        jax.random.PRNGKey(1), params, model, guide, x)
+        jax.random.PRNGKey(1), params, model, guide, x
+    )
     return -float(loss)
 
 
@@ -212,8 +239,9 @@ def run_numpyro_scan(x_np: np.ndarray, steps: int) -> Run:
     # The same svi.run under jax.jit, so that a warm-up call compiles it once. The guide's
     # prototype must be built outside jit (it leaks tracers otherwise): init eagerly.
     state0 = svi.init(key, x)
-    run = jax.jit(lambda state, data: svi.run(key, steps, data, progress_bar=False,
-                                              init_state=state))
+    run = jax.jit(
+        lambda state, data: svi.run(key, steps, data, progress_bar=False, init_state=state)
+    )
     start = time.perf_counter()
     jax.block_until_ready(run(state0, x).losses)  # compiles, then runs
     warm = time.perf_counter() - start
@@ -221,9 +249,13 @@ def run_numpyro_scan(x_np: np.ndarray, steps: int) -> Run:
     result = run(state0, x)
     jax.block_until_ready(result.losses)
     elapsed = time.perf_counter() - start
-    return Run(rate=steps / elapsed, fixed=warm - elapsed,
-               elbo=_numpyro_elbo(model, guide, result.params, x),
-               tail_loss=_tail(result.losses), whole_rate=steps / whole)
+    return Run(
+        rate=steps / elapsed,
+        fixed=warm - elapsed,
+        elbo=_numpyro_elbo(model, guide, result.params, x),
+        tail_loss=_tail(result.losses),
+        whole_rate=steps / whole,
+    )
 
 
 def run_numpyro_loop(x_np: np.ndarray, steps: int) -> Run:
@@ -243,9 +275,12 @@ def run_numpyro_loop(x_np: np.ndarray, steps: int) -> Run:
         losses.append(loss)
     jax.block_until_ready(state)
     elapsed = time.perf_counter() - start
-    return Run(rate=steps / elapsed, fixed=fixed,
-               elbo=_numpyro_elbo(model, guide, svi.get_params(state), x),
-               tail_loss=_tail([float(v) for v in losses]))
+    return Run(
+        rate=steps / elapsed,
+        fixed=fixed,
+        elbo=_numpyro_elbo(model, guide, svi.get_params(state), x),
+        tail_loss=_tail([float(v) for v in losses]),
+    )
 
 
 # ----------------------------------------------------------------------------- driver
@@ -270,9 +305,11 @@ def pin_threads() -> str:
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()
     os.environ["XLA_FLAGS"] = flags
-    return (f"threads: torch {torch.get_num_threads()} (interop "
-            f"{torch.get_num_interop_threads()}); JAX_PLATFORMS={os.environ['JAX_PLATFORMS']}, "
-            f"XLA_FLAGS='{os.environ['XLA_FLAGS']}'")
+    return (
+        f"threads: torch {torch.get_num_threads()} (interop "
+        f"{torch.get_num_interop_threads()}); JAX_PLATFORMS={os.environ['JAX_PLATFORMS']}, "
+        f"XLA_FLAGS='{os.environ['XLA_FLAGS']}'"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -280,13 +317,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2000, help="SVI steps S per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method (median)")
     parser.add_argument("--n", type=int, default=1000, help="number of data points")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes for a smoke test (steps=40, repeats=1, n=50)")
-    parser.add_argument("--init", choices=("auto", "prior"), default="auto",
-                        help="pyrovi.fit init: 'auto' (MAP/Laplace start, the library default; "
-                        "its cost cancels in the difference) or 'prior' (the autoguide's own "
-                        "start, which for this mixture is the symmetric saddle locs[0] == "
-                        "locs[1] that the fit may not leave); the loop rate is the same")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes for a smoke test (steps=40, repeats=1, n=50)",
+    )
+    parser.add_argument(
+        "--init",
+        choices=("auto", "prior"),
+        default="auto",
+        help="pyrovi.fit init: 'auto' (MAP/Laplace start, the library default; "
+        "its cost cancels in the difference) or 'prior' (the autoguide's own "
+        "start, which for this mixture is the symmetric saddle locs[0] == "
+        "locs[1] that the fit may not leave); the loop rate is the same",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.repeats, args.n = 40, 1, 50
@@ -315,27 +359,34 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         methods["numpyro svi.run (scan)"] = lambda: run_numpyro_scan(x_np, args.steps)
         methods["numpyro jit(update) loop"] = lambda: run_numpyro_loop(x_np, args.steps)
 
-    print(f"SVI throughput: 2-component 1-D GMM, N={args.n}, AutoNormal, Adam(lr={LR}), "
-          f"S={args.steps} steps, median of {args.repeats}; pyrovi.fit init={args.init!r}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"pyro {pyro.__version__}, pyrovi {getattr(pyrovi, '__version__', '?')}, "
-          f"{os.cpu_count()} CPUs; pyro validation "
-          f"{'on' if dist.is_validation_enabled() else 'off'}")
+    print(
+        f"SVI throughput: 2-component 1-D GMM, N={args.n}, AutoNormal, Adam(lr={LR}), "
+        f"S={args.steps} steps, median of {args.repeats}; pyrovi.fit init={args.init!r}"
+    )
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"pyro {pyro.__version__}, pyrovi {getattr(pyrovi, '__version__', '?')}, "
+        f"{os.cpu_count()} CPUs; pyro validation "
+        f"{'on' if dist.is_validation_enabled() else 'off'}"
+    )
     print(threads)
     if have_numpyro:
         import jax
         import numpyro
 
-        print(f"numpyro {numpyro.__version__}, jax {jax.__version__} "
-              f"({jax.default_backend()}, {jax.devices()[0]})")
+        print(
+            f"numpyro {numpyro.__version__}, jax {jax.__version__} "
+            f"({jax.default_backend()}, {jax.devices()[0]})"
+        )
     else:
-        print("numpyro not installed: skipping the NumPyro rows "
-              "(pip install -e '.[bench]')")
+        print("numpyro not installed: skipping the NumPyro rows (pip install -e '.[bench]')")
 
-    warm_methods = [lambda: run_pyrovi(x, 8, "trace", args.init),
-                    lambda: run_pyrovi(x, 8, "jit", args.init),
-                    lambda: run_pyro(x, 4, jit=False, warmup=1),
-                    lambda: run_pyro(x, 4, jit=True, warmup=1)]
+    warm_methods = [
+        lambda: run_pyrovi(x, 8, "trace", args.init),
+        lambda: run_pyrovi(x, 8, "jit", args.init),
+        lambda: run_pyro(x, 4, jit=False, warmup=1),
+        lambda: run_pyro(x, 4, jit=True, warmup=1),
+    ]
     if have_numpyro:
         warm_methods += [lambda: run_numpyro_scan(x_np, 4), lambda: run_numpyro_loop(x_np, 4)]
     for method in warm_methods:  # one-off process costs, untimed
@@ -361,39 +412,53 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
     base = med["pyro Trace_ELBO"]["rate"]
     print()
-    header = (f"{'method':<26} {'steps/s':>9} {'(min-max)':>15} {'vs pyro':>8} {'fixed s':>8} "
-              f"{'whole-call steps/s':>19} {'final ELBO':>11} {'tail loss':>10}")
+    header = (
+        f"{'method':<26} {'steps/s':>9} {'(min-max)':>15} {'vs pyro':>8} {'fixed s':>8} "
+        f"{'whole-call steps/s':>19} {'final ELBO':>11} {'tail loss':>10}"
+    )
     print(header)
     print("-" * len(header))
     for name, m in med.items():
         whole = f"{m['whole']:.0f}" if "whole" in m else "-"
         span = f"({m['lo']:.0f}-{m['hi']:.0f})"
-        print(f"{name:<26} {m['rate']:>9.0f} {span:>15} {m['rate'] / base:>8.2f} "
-              f"{m['fixed']:>8.2f} "
-              f"{whole:>19} {m['elbo']:>11.2f} {m['tail']:>10.2f}")
+        print(
+            f"{name:<26} {m['rate']:>9.0f} {span:>15} {m['rate'] / base:>8.2f} "
+            f"{m['fixed']:>8.2f} "
+            f"{whole:>19} {m['elbo']:>11.2f} {m['tail']:>10.2f}"
+        )
     print()
-    print("steps/s: median loop-only rate over the repeats, fixed costs excluded (see the "
-          "module docstring);\n(min-max): its range over the repeats; fixed s: setup + compile "
-          "(+ MAP init and final 1000-particle ELBO for pyrovi).")
-    print(f"final ELBO: {ELBO_ESTIMATE_PARTICLES}-particle estimate after the fit; "
-          "tail loss: mean loss of the last 10% of steps.")
+    print(
+        "steps/s: median loop-only rate over the repeats, fixed costs excluded (see the "
+        "module docstring);\n(min-max): its range over the repeats; fixed s: setup + compile "
+        "(+ MAP init and final 1000-particle ELBO for pyrovi)."
+    )
+    print(
+        f"final ELBO: {ELBO_ESTIMATE_PARTICLES}-particle estimate after the fit; "
+        "tail loss: mean loss of the last 10% of steps."
+    )
 
     best = max(m["elbo"] for m in med.values() if math.isfinite(m["elbo"]))
     tol = max(5.0, 0.005 * abs(best))
-    behind = {name: best - m["elbo"] for name, m in med.items()
-              if not best - m["elbo"] <= tol}  # also catches NaN
+    behind = {
+        name: best - m["elbo"] for name, m in med.items() if not best - m["elbo"] <= tol
+    }  # also catches NaN
     if behind:
-        print("WARNING: final ELBO more than {:.1f} nats below the best ({:.2f}) for: {}; "
-              "broken or not converged (a fit still on the symmetric saddle, or --quick)"
-              .format(tol, best, ", ".join(f"{k} (-{v:.1f})" for k, v in behind.items())))
+        print(
+            "WARNING: final ELBO more than {:.1f} nats below the best ({:.2f}) for: {}; "
+            "broken or not converged (a fit still on the symmetric saddle, or --quick)".format(
+                tol, best, ", ".join(f"{k} (-{v:.1f})" for k, v in behind.items())
+            )
+        )
     else:
         spread = best - min(m["elbo"] for m in med.values())
         print(f"final ELBOs agree within {spread:.2f} nats (tolerance {tol:.1f})")
 
     ratios = [
         ("pyrovi/pyro", med["pyrovi fit (trace)"]["rate"] / base),
-        ("pyrovi_jit/pyro_jit",
-         med["pyrovi fit (jit)"]["rate"] / med["pyro JitTrace_ELBO"]["rate"]),
+        (
+            "pyrovi_jit/pyro_jit",
+            med["pyrovi fit (jit)"]["rate"] / med["pyro JitTrace_ELBO"]["rate"],
+        ),
     ]
     if have_numpyro:
         ratios.append(("numpyro/pyro", med["numpyro svi.run (scan)"]["rate"] / base))
