@@ -34,6 +34,12 @@ guide frozen at a :class:`~pyrovi.infer.em.CAVIResult` (:func:`guide_from_cavi`,
 ELBO of CAVI's ``q(theta)`` in the marginalised model), and draws from CAVI's
 ``q(theta)`` as ``arviz.InferenceData`` (:func:`cavi_draws`).
 
+**Label symmetry.** The posterior has ``K!`` symmetric modes. :func:`cavi_guide` starts
+at k-means centres, which picks one. The autoguides' default starts (prior median, or
+zero in the unconstrained space) put every component at ``mean0``, a symmetric saddle
+that SVI and the MAP/Laplace start do not leave. Start them off it, e.g. with
+``init_loc_fn=init_to_value(values=...)`` at CAVI's means.
+
 **Two ELBOs.** CAVI's bound :attr:`~pyrovi.infer.em.CAVIResult.elbo` carries a factor
 ``q(z)`` over the assignments; the ELBO of ``q(theta)`` alone in this marginalised model is
 
@@ -539,4 +545,5 @@ SPEC = ModelSpec(
     simulate=simulate,
     description="Conjugate Bayesian GMM, full covariances (Normal-Wishart; CAVI's model)",
     datasets=DATASETS,
+    mixture_sites=("weights", "locs", "precisions"),
 )
