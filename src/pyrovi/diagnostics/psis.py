@@ -244,12 +244,20 @@ def _vectorized_log_weights(
 
 
 def _one_particle(
-    batched_guide_tr: poutine.Trace, j: int, nesting: int, shapes: dict[str, torch.Size]
+    batched_guide_tr: poutine.Trace,
+    j: int,
+    nesting: int,
+    shapes: dict[str, torch.Size],
+    skip_deltas: bool = False,
 ) -> poutine.Trace:
-    """The draws of particle ``j`` of a batched guide trace, shaped as unbatched draws."""
+    """The draws of particle ``j`` of a batched guide trace, shaped as unbatched draws.
+
+    With ``skip_deltas`` the ``Delta`` sites (deterministic functions of the other draws,
+    recomputed when the guide is replayed) are left out.
+    """
     values = poutine.Trace()
     for name, site in _sample_sites(batched_guide_tr):
-        if site["is_observed"]:
+        if site["is_observed"] or (skip_deltas and isinstance(_base(site["fn"]), dist.Delta)):
             continue
         value = site["value"]
         if value.dim() - site["fn"].event_dim != nesting + 1 or name not in shapes:
@@ -303,23 +311,7 @@ def _check_particle(
     batched_value: float,
 ) -> None:
     """Re-evaluate particle ``j`` alone and compare with the batched log weight."""
-    values = poutine.Trace()
-    for name, site in _sample_sites(batched_guide_tr):
-        if site["is_observed"] or isinstance(_base(site["fn"]), dist.Delta):
-            continue  # observed, or a deterministic function of the other draws
-        value = site["value"]
-        if value.dim() - site["fn"].event_dim != nesting + 1 or name not in shapes:
-            raise _VectorizationError(f"site {name!r} has value shape {tuple(value.shape)}")
-        one = value[j]
-        if one.numel() != math.prod(shapes[name]):
-            raise _VectorizationError(f"site {name!r} changes size under batching")
-        values.add_node(
-            name,
-            type="sample",
-            value=one.reshape(shapes[name]),
-            is_observed=False,
-            infer=site["infer"],
-        )
+    values = _one_particle(batched_guide_tr, j, nesting, shapes, skip_deltas=True)
     single, scale = _log_weight(*_traces(model, guide, data, values))
     if not (single == batched_value or abs(single - batched_value) <= 1e-3 + 1e-5 * scale):
         raise _VectorizationError(

@@ -51,7 +51,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from pyrovi import guides
-from pyrovi.diagnostics.psis import batch_safe, plate_nesting
+from pyrovi.diagnostics.psis import batch_safe, guide_log_weights, plate_nesting
 from pyrovi.guides import GUIDE_FAMILIES, make_guide
 
 WINDOW = 100
@@ -411,8 +411,6 @@ def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: di
     ``z ~ q`` (vectorised when the model allows). A point-mass guide (``map``) has no
     density; its "ELBO" is the log joint at the point, as Trace_ELBO computes it.
     """
-    from pyrovi.diagnostics.psis import guide_log_weights
-
     try:
         logw = guide_log_weights(model, guide, data, num_samples=num_particles, seed=seed)
     except ValueError:
