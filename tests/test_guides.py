@@ -1,4 +1,5 @@
-"""The user guides in guides/ are executable: their Python blocks run as one script."""
+"""The user guides in guides/ and the README's tour are executable: their Python blocks
+run as one script each."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-GUIDES = sorted((Path(__file__).parents[1] / "guides").glob("*.md"))
+ROOT = Path(__file__).parents[1]
+GUIDES = [*sorted((ROOT / "guides").glob("*.md")), ROOT / "README.md"]
 
 
 def python_blocks(path: Path) -> str:
