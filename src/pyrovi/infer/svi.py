@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ class SVIFit:
         draws = self.sample(num_samples=num_samples, seed=seed)
         return az.from_dict(posterior={k: v.numpy()[None] for k, v in draws.items()})
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the fit to ``path`` (a ``torch.save`` file of tensors and plain values).
 
         The file is written to a temporary name and moved into place, so an existing
@@ -445,7 +446,8 @@ def fit(
         Keyword arguments of the model; arrays and lists become tensors.
     guide : str or callable
         A family of :data:`pyrovi.guides.GUIDE_FAMILIES` (``mean_field``, ``low_rank``,
-        ``full_rank``, ``flow``, ``map``, ``laplace``) or a guide callable.
+        ``full_rank``, ``flow``, ``map``, ``laplace``) or a guide callable. ``laplace``
+        is the Laplace approximation at the MAP point itself: no SVI steps are taken.
     elbo : str
         ``trace`` (Trace_ELBO), ``mean_field`` (analytic KL where available), ``graph``,
         ``renyi`` (with ``alpha``), or the JIT variants ``jit``, ``jit_mean_field``,
