@@ -152,6 +152,8 @@ def compare(
     else:
         vi_idata = vi
     spec = _registered(model)
+    if spec is not None:
+        labels.setdefault("model", spec.name)
     if mixture_sites is None:
         mixture_sites = spec.mixture_sites if spec is not None else ()
     relabel_note = None
