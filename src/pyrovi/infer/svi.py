@@ -46,6 +46,7 @@ from pyro.infer import (
     TraceMeanField_ELBO,
     autoguide,
 )
+from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn.module import PyroParam
 from pyro.poutine.util import site_is_subsample
@@ -284,10 +285,41 @@ def _positional(fn: Callable[..., Any], keys: list[str], static: dict[str, Any]
     return call
 
 
+MAP_RESTARTS = 4
+
+
 def _map_and_laplace(model: Callable[..., Any], data: dict[str, Any]
                      ) -> tuple[autoguide.AutoLaplaceApproximation, torch.Tensor]:
-    """MAP in the unconstrained space by L-BFGS; returns the guide and the Laplace cov."""
-    guide = autoguide.AutoLaplaceApproximation(model)
+    """MAP in the unconstrained space by L-BFGS; returns the guide and the Laplace cov.
+
+    The search starts from the prior median; if it ends where the Hessian is not positive
+    definite (a saddle, such as the label-symmetric point of a mixture where all
+    components coincide), it restarts from up to ``MAP_RESTARTS`` prior draws and keeps
+    the best mode found.
+    """
+    best, failure = None, None
+    starts = [init_to_median] + [init_to_sample] * MAP_RESTARTS
+    for init_fn in starts:
+        guide = autoguide.AutoLaplaceApproximation(model, init_loc_fn=init_fn)
+        try:
+            loss = _lbfgs_map(model, guide, data)
+            gaussian = guide.laplace_approximation(**data)
+        except Exception as exc:  # noqa: BLE001 - a saddle or a failed start: try another
+            failure = exc
+            continue
+        if best is None or loss < best[0]:
+            scale_tril = gaussian.scale[:, None] * gaussian.scale_tril
+            best = (loss, guide, (scale_tril @ scale_tril.T).detach())
+        if init_fn is init_to_median:
+            break  # the median start found a mode: the usual case
+    if best is None:
+        raise RuntimeError(f"no MAP start led to a mode ({failure})")
+    return best[1], best[2]
+
+
+def _lbfgs_map(model: Callable[..., Any], guide: autoguide.AutoLaplaceApproximation,
+               data: dict[str, Any]) -> float:
+    """Run L-BFGS on the guide's unconstrained point; returns the final loss."""
     guide(**data)
     loss_fn = Trace_ELBO(max_plate_nesting=plate_nesting(model, guide, data))
     optimizer = torch.optim.LBFGS([guide.loc], lr=1.0, max_iter=500,
@@ -304,10 +336,8 @@ def _map_and_laplace(model: Callable[..., Any], data: dict[str, Any]
         optimizer.step(closure)
     if not torch.isfinite(guide.loc).all():
         raise NonFiniteLossError("MAP search diverged: the unconstrained MAP is non-finite")
-    gaussian = guide.laplace_approximation(**data)
-    scale_tril = gaussian.scale[:, None] * gaussian.scale_tril
-    cov = scale_tril @ scale_tril.T
-    return guide, cov.detach()
+    with torch.no_grad():
+        return float(loss_fn.differentiable_loss(model, guide, **data))
 
 
 def _initialise(guide: Any, guide_name: str, model: Callable[..., Any],
