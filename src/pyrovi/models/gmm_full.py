@@ -37,7 +37,9 @@ ELBO of CAVI's ``q(theta)`` in the marginalised model), and draws from CAVI's
 **Label symmetry.** The posterior has ``K!`` symmetric modes. :func:`cavi_guide` starts
 at k-means centres, which picks one. The autoguides' default starts (prior median, or
 zero in the unconstrained space) put every component at ``mean0``, a symmetric saddle
-that SVI and the MAP/Laplace start do not leave. Start them off it, e.g. with
+that plain SVI does not leave. :func:`pyrovi.fit` detects it (the Hessian there is not
+positive definite) and restarts its MAP search from prior draws, so its autoguides
+start in one of the modes; in plain Pyro, start them off the saddle yourself, e.g. with
 ``init_loc_fn=init_to_value(values=...)`` at CAVI's means.
 
 **Two ELBOs.** CAVI's bound :attr:`~pyrovi.infer.em.CAVIResult.elbo` carries a factor
