@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyro
 import pytest
+import torch
 import xarray as xr
 
 import pyrovi
@@ -85,3 +87,27 @@ def test_autoguide_svi_reaches_the_cavi_elbo_on_old_faithful() -> None:
     fit = pyrovi.fit(gmm_full.model, data, guide="full_rank")
     assert fit.converged
     assert fit.elbo >= cavi.elbo - 3 * fit.elbo_se - 0.05, (fit.elbo, cavi.elbo)
+
+
+def test_lkj_variant_with_identity_correlation_is_the_diagonal_model() -> None:
+    data, truth = gmm.simulate(seed=2, N=50, K=3, D=2)
+    eye = torch.eye(2).expand(3, 2, 2)
+    values = {**truth, "corr_chol": eye}
+    full = pyro.poutine.trace(pyro.poutine.condition(gmm.model_lkj, values)).get_trace(**data)
+    diag = pyro.poutine.trace(pyro.poutine.condition(gmm.model, truth)).get_trace(**data)
+    full.compute_log_prob()
+    diag.compute_log_prob()
+    assert torch.allclose(full.nodes["x"]["log_prob_sum"], diag.nodes["x"]["log_prob_sum"])
+
+
+@pytest.mark.slow
+def test_lkj_variant_full_rank_against_nuts() -> None:
+    data = gmm.load_data()
+    ref = pyrovi.nuts(gmm.model_lkj, data, num_samples=500, num_warmup=500)
+    fit = pyrovi.fit(gmm.model_lkj, data, guide="full_rank")
+    cmp = pyrovi.compare(fit, ref)
+    assert cmp.labels["model"] == "gmm_lkj" and "permutation" in cmp.labels["relabelling"]
+    assert cmp.summary["max_abs_mean_error_z"] < 0.3
+    assert 0.8 < cmp.summary["worst_sd_ratio"] < 1.25
+    # the fixed entries of a correlation Cholesky factor (1 and 0) have no spread
+    assert np.isnan(cmp.table.loc["corr_chol[0,0,0]", "mean_error_z"])

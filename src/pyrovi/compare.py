@@ -94,7 +94,8 @@ def _registered(model: Callable[..., Any] | None) -> ModelSpec | None:
 
 def _worst_sd_ratio(table: pd.DataFrame) -> float:
     ratios = table["sd_ratio"].to_numpy(dtype=float)
-    return float(ratios[np.argmax(np.abs(np.log(ratios)))])
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]  # constants have no ratio
+    return float(ratios[np.argmax(np.abs(np.log(ratios)))]) if len(ratios) else float("nan")
 
 
 def compare(

@@ -11,7 +11,7 @@ from pyrovi.models.spec import ModelSpec
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (normal_normal.SPEC, beta_bernoulli.SPEC, linear_regression.SPEC, gmm.SPEC,
-                 gmm_full.SPEC)
+                 gmm.SPEC_LKJ, gmm_full.SPEC)
 }
 
 
