@@ -8,6 +8,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from pyro.poutine.util import site_is_subsample
 from scipy import integrate, stats
 
 import pyrovi
@@ -71,7 +72,7 @@ def test_bundled_data_have_the_cited_counts() -> None:
         normal_normal.load_data("nope")
 
 
-@pytest.mark.parametrize("name", ["normal_normal", "beta_bernoulli", "linear_regression"])
+@pytest.mark.parametrize("name", pyrovi.list_models())
 def test_simulate_returns_data_the_model_accepts(name: str) -> None:
     spec = pyrovi.get_model(name)
     data, truth = spec.simulate(seed=0)
@@ -81,3 +82,18 @@ def test_simulate_returns_data_the_model_accepts(name: str) -> None:
     again, _ = spec.simulate(seed=0)
     for key, value in data.items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(again[key]))
+
+
+@pytest.mark.parametrize("name", pyrovi.list_models())
+def test_every_registered_model_loads_fits_and_samples(name: str) -> None:
+    spec = pyrovi.get_model(name)
+    for dataset in spec.datasets:
+        data = spec.load_data(dataset)
+        trace = pyro.poutine.trace(spec.model).get_trace(**data)
+        assert trace.log_prob_sum().isfinite()
+    fit = pyrovi.fit(spec.model, spec.load_data(), guide="mean_field", num_steps=20)
+    draws = fit.posterior(num_samples=50).posterior
+    latent = {n for n, s in trace.nodes.items() if s["type"] == "sample"
+              and not s["is_observed"] and not site_is_subsample(s)}
+    assert latent <= set(draws.data_vars)
+    assert set(spec.mixture_sites) <= set(draws.data_vars)
