@@ -13,7 +13,8 @@ The loop is built to reach the posterior without hand tuning:
 3. **Convergence detection.** With ``num_steps=None`` the fit stops after
    ``PLATEAUS_TO_STOP`` halvings, or at ``max_steps`` with a :class:`ConvergenceWarning`.
 4. **Iterate averaging.** The returned parameters are the average of the iterates of the
-   last window (Polyak-Ruppert), which removes most of the optimiser's jitter.
+   last window (Polyak-Ruppert), which removes most of the optimiser's jitter; fits
+   shorter than two windows, or ending inside one, return the last iterate.
 
 Non-finite losses stop the fit, restore the last finite parameters and raise
 :class:`NonFiniteLossError` naming the site whose log-density went non-finite.
@@ -602,9 +603,9 @@ def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[
                     break
     finally:
         bar.close()
-    averaged = len(losses) - WINDOW * ((len(losses) - 1) // WINDOW)
-    if averaged >= min(WINDOW, 10):  # Polyak-Ruppert: average the last window's iterates
-        _restore(params, [total / averaged for total in window_sum])
+    if len(losses) >= 2 * WINDOW and len(losses) % WINDOW == 0:
+        # Polyak-Ruppert: the average of the last (complete) window's iterates
+        _restore(params, [total / WINDOW for total in window_sum])
     if not converged:
         warnings.warn(
             f"SVI did not converge in {max_steps} steps (the smoothed ELBO was still "
