@@ -14,7 +14,8 @@ from pyrovi.models import beta_bernoulli, normal_normal
 def _normal_q(fit: pyrovi.SVIFit) -> torch.distributions.Normal:
     """The AutoNormal guide's q(mu): unconstrained space is the identity for mu."""
     with pyro.settings.context(module_local_params=True):
-        return torch.distributions.Normal(fit.guide.locs.mu.double(), fit.guide.scales.mu.double())
+        loc, scale = fit.guide.locs.mu.detach(), fit.guide.scales.mu.detach()
+        return torch.distributions.Normal(loc.double(), scale.double())
 
 
 def _beta_q(fit: pyrovi.SVIFit) -> torch.distributions.Beta:
