@@ -117,3 +117,12 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     assert f"report written to {tmp_path / 'demo' / 'report.html'}" in result.stdout
     summary = json.loads((tmp_path / "demo" / "comparison.json").read_text())
     assert summary["verdict"] in ("trust", "caution")
+
+
+def test_registered_models_offer_their_hand_written_guides(tmp_path: Path) -> None:
+    result = run("compare", "beta_bernoulli", "--guide", "beta", "--out", str(tmp_path / "r"),
+                 *TINY)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "r" / "comparison.json").read_text())
+    assert summary["labels"]["guide"] == "beta"
+    assert summary["summary"]["log_evidence_method"] == "exact"

@@ -160,9 +160,15 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
                  reference: str | None = None) -> Any:
     import pyrovi
     from pyrovi.guides import GUIDE_FAMILIES
+    from pyrovi.models import REGISTRY
 
-    if guide not in GUIDE_FAMILIES:
-        raise CLIError(f"unknown guide {guide!r}; choose one of {', '.join(GUIDE_FAMILIES)}")
+    # a registered model also offers its hand-written guides (e.g. beta_bernoulli's "beta")
+    families = next((spec.guides for spec in REGISTRY.values() if spec.model is model),
+                    GUIDE_FAMILIES)
+    if guide not in families:
+        raise CLIError(f"unknown guide {guide!r}; choose one of {', '.join(families)}")
+    labels = {**labels, "guide": guide}
+    chosen = guide if guide in GUIDE_FAMILIES else families[guide](model)
     out = Path(args.out)
     _check_writable(out)
     progress = sys.stderr.isatty()
@@ -182,7 +188,7 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
                            f"model (reference: {', '.join(list(ref.posterior.data_vars)[:5])};"
                            f" model: {', '.join(sites)})")
     try:
-        fit = pyrovi.fit(model, data, guide=guide, num_steps=args.num_steps, seed=args.seed,
+        fit = pyrovi.fit(model, data, guide=chosen, num_steps=args.num_steps, seed=args.seed,
                          progress=progress)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
