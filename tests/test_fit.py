@@ -81,7 +81,7 @@ def test_non_finite_loss_names_the_site_and_restores_parameters() -> None:
     with pytest.raises(pyrovi.NonFiniteLossError, match="site 'below_one'") as info:
         pyrovi.fit(boundary_model, {"y": y}, guide=boundary_guide, num_steps=2000, lr=0.05)
     assert "restored" in str(info.value)
-    loc = pyro.get_param_store()["loc"]
+    loc = pyro.get_param_store()["loc"].detach()
     assert torch.isfinite(loc) and 0.5 < float(loc) < 1.0  # the last finite value
 
 

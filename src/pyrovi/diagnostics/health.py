@@ -59,7 +59,8 @@ def reference_health(idata: Any, var_names: Iterable[str] | None = None) -> dict
     problems: list[str] = []
 
     if num_chains >= 2:
-        rhat = flatten_dataset(az.rhat(posterior), ())
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant draws: 0 / 0
+            rhat = flatten_dataset(az.rhat(posterior), ())
     else:
         rhat = {}
     ess_bulk = flatten_dataset(az.ess(posterior, method="bulk"), ())

@@ -231,7 +231,8 @@ def check_reference(idata: az.InferenceData) -> list[str]:
     problems = []
     posterior = idata.posterior
     if posterior.sizes.get("chain", 1) > 1:
-        rhat = az.rhat(posterior)
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant draws: 0 / 0
+            rhat = az.rhat(posterior)
         worst = max(float(rhat[v].max()) for v in rhat.data_vars)
         if worst > RHAT_MAX:
             problems.append(f"R-hat is {worst:.3f} (> {RHAT_MAX})")
