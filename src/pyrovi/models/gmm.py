@@ -308,6 +308,18 @@ def mean_field_guide(
     pyro.sample("scales", dist.LogNormal(s_loc, s_scale).to_event(2))
 
 
+def separated_means(rng: np.random.Generator, K: int, D: int, min_gap: float = 2.5
+                    ) -> np.ndarray:
+    """``K`` component means in ``D`` dimensions, ``Normal(0, 2)`` draws redrawn until every
+    pair is at least ``min_gap`` apart (so simulated clusters are identifiable)."""
+    for _ in range(10_000):
+        locs = rng.normal(0.0, 2.0, size=(K, D))
+        gaps = np.linalg.norm(locs[:, None] - locs[None], axis=-1) + np.eye(K) * 1e9
+        if gaps.min() >= min_gap:
+            return locs
+    raise RuntimeError(f"could not draw {K} means {min_gap} apart in {D} dimensions")
+
+
 def simulate(
     seed: int = 0, N: int = 300, K: int = 3, D: int = 2
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -332,13 +344,7 @@ def simulate(
     """
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(K, 5.0))
-    for _ in range(10_000):
-        locs = rng.normal(0.0, 2.0, size=(K, D))
-        gaps = np.linalg.norm(locs[:, None] - locs[None], axis=-1) + np.eye(K) * 1e9
-        if gaps.min() >= 2.5:
-            break
-    else:  # pragma: no cover - only for absurd K / D combinations
-        raise RuntimeError("could not draw well-separated means")
+    locs = separated_means(rng, K, D)
     scales = rng.uniform(0.3, 0.6, size=(K, D))
     centre = weights @ locs
     sd = np.sqrt(weights @ (scales**2 + locs**2) - centre**2)

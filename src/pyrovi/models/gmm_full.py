@@ -497,13 +497,7 @@ def simulate(
     """
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(K, 5.0))
-    for _ in range(10_000):
-        locs = rng.normal(0.0, 2.0, size=(K, D))
-        gaps = np.linalg.norm(locs[:, None] - locs[None], axis=-1) + np.eye(K) * 1e9
-        if gaps.min() >= 2.5:
-            break
-    else:  # pragma: no cover - only for absurd K / D combinations
-        raise RuntimeError("could not draw well-separated means")
+    locs = gmm.separated_means(rng, K, D)
     covs = np.empty((K, D, D))
     for k in range(K):
         rot, upper = np.linalg.qr(rng.standard_normal((D, D)))
