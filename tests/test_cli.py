@@ -126,3 +126,19 @@ def test_registered_models_offer_their_hand_written_guides(tmp_path: Path) -> No
     summary = json.loads((tmp_path / "r" / "comparison.json").read_text())
     assert summary["labels"]["guide"] == "beta"
     assert summary["summary"]["log_evidence_method"] == "exact"
+
+
+def test_compare_against_a_given_reference_file(tmp_path: Path) -> None:
+    """Exact posterior draws written as posteriordb JSON stand in for NUTS."""
+    from pyrovi.models import beta_bernoulli
+
+    exact = beta_bernoulli.exact_posterior(beta_bernoulli.load_data())["p"]
+    torch_draws = exact.sample((2, 1000))
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps([{"p": chain.tolist()} for chain in torch_draws]))
+    result = run("compare", "beta_bernoulli", "--reference", str(ref), "--out",
+                 str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    assert "running NUTS" not in result.stderr
+    summary = json.loads((tmp_path / "r" / "comparison.json").read_text())
+    assert summary["verdict"] == "trust"
