@@ -24,18 +24,6 @@ from pyrovi.infer import em
 from pyrovi.models import gmm, gmm_full
 
 
-@pytest.fixture(autouse=True)
-def _isolated():
-    """Fresh param store, fixed seed, one torch thread (tests share a small machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    with pyro.validation_enabled(True):
-        yield
-    torch.set_num_threads(threads)
-
-
 def _data(K: int = 3, D: int = 2, N: int = 200, seed: int = 1, dtype=torch.float64) -> dict:
     data, _ = gmm_full.simulate(seed=seed, N=N, K=K, D=D)
     return {"x": data["x"].to(dtype), "K": K}

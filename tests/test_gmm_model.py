@@ -18,18 +18,6 @@ from scipy.stats import dirichlet, lognorm, norm
 from pyrovi.models import gmm
 
 
-@pytest.fixture(autouse=True)
-def _isolated():
-    """Fresh param store, fixed seed, one torch thread (tests share a small machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    with pyro.validation_enabled(True):
-        yield
-    torch.set_num_threads(threads)
-
-
 def _fixed_params(K: int = 3, D: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     weights = 0.5 + torch.rand(K, generator=g)

@@ -131,6 +131,13 @@ def _global_sites(
     return weights, locs, scales
 
 
+def _observe(x: torch.Tensor, weights: torch.Tensor, components: dist.Distribution) -> None:
+    """The data, with the assignments summed out: ``x[n] ~ sum_k weights[k] component_k``."""
+    mixture = dist.MixtureSameFamily(dist.Categorical(probs=weights), components)
+    with pyro.plate("obs", x.shape[0], dim=-1):
+        pyro.sample("x", mixture, obs=x)
+
+
 def model(
     x: torch.Tensor,
     K: int = 2,
@@ -161,11 +168,7 @@ def model(
     particles with ``max_plate_nesting=1``.
     """
     weights, locs, scales = _global_sites(x, K, alpha0, prior_scale, ordered)
-    mixture = dist.MixtureSameFamily(
-        dist.Categorical(probs=weights), dist.Normal(locs, scales).to_event(1)
-    )
-    with pyro.plate("obs", x.shape[0], dim=-1):
-        pyro.sample("x", mixture, obs=x)
+    _observe(x, weights, dist.Normal(locs, scales).to_event(1))
 
 
 def model_lkj(
@@ -187,11 +190,7 @@ def model_lkj(
         "corr_chol", dist.LKJCholesky(D, torch.tensor(float(eta))).expand([K]).to_event(1)
     )
     scale_tril = scales.unsqueeze(-1) * corr_chol
-    mixture = dist.MixtureSameFamily(
-        dist.Categorical(probs=weights), dist.MultivariateNormal(locs, scale_tril=scale_tril)
-    )
-    with pyro.plate("obs", x.shape[0], dim=-1):
-        pyro.sample("x", mixture, obs=x)
+    _observe(x, weights, dist.MultivariateNormal(locs, scale_tril=scale_tril))
 
 
 def model_enum(
