@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pyrovi
-from pyrovi.diagnostics.psis import batch_safe
+from pyrovi.infer.util import batch_safe
 from pyrovi.models import beta_bernoulli, linear_regression, normal_normal
 
 

@@ -177,7 +177,7 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
             ref = pyrovi.load_reference(reference)
         except pyrovi.ReferenceFormatError as exc:
             raise CLIError(str(exc)) from exc
-        from pyrovi.infer.svi import posterior_sites
+        from pyrovi.infer.util import posterior_sites
 
         try:
             sites = posterior_sites(model, data)

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from pyrovi import diagnostics as dg
-from pyrovi.infer.svi import SVIFit, _as_tensor_data
+from pyrovi.infer.result import SVIFit
+from pyrovi.infer.util import as_tensor_data, guide_log_weights
 from pyrovi.models import REGISTRY, ModelSpec
 
 KHAT_SAMPLES = 2000
@@ -188,7 +189,7 @@ def compare(
         elbo, elbo_se = fit.elbo, fit.elbo_se
     if fit is not None and data is not None:
         try:
-            log_w = dg.guide_log_weights(model, fit.guide, _as_tensor_data(data),
+            log_w = guide_log_weights(model, fit.guide, as_tensor_data(data),
                                          num_samples=KHAT_SAMPLES, seed=seed)
             khat = dg.psis_khat(log_w)
         except ValueError:  # a point-mass guide has no density: no weights, no k-hat
@@ -199,7 +200,7 @@ def compare(
     if log_evidence is not None:
         method, log_ev, log_ev_se = "given", float(log_evidence), 0.0
     elif exact is not None and data is not None:
-        method, log_ev, log_ev_se = "exact", float(exact(_as_tensor_data(data))), 0.0
+        method, log_ev, log_ev_se = "exact", float(exact(as_tensor_data(data))), 0.0
     elif log_w is not None:
         log_ev, log_ev_se = dg.iwae_bound(log_w, IWAE_K)
         method = f"iwae (K={IWAE_K}, {len(log_w) // IWAE_K} batches)"

@@ -8,7 +8,7 @@ module                  computes
 ``draws``               named scalar parameters ``site[i,j]`` from InferenceData
 ``moments``             the marginal table (mean error, sd ratio, W1 per parameter)
 ``wasserstein``         joint and sliced 1-Wasserstein distances
-``psis``                guide importance weights and the PSIS k-hat
+``psis``                the PSIS k-hat of importance weights and its bootstrap interval
 ``evidence``            importance weighted bounds on ``log p(x)`` and the KL gap
 ``health``              convergence of the reference (R-hat, ESS, divergences)
 ``correlation``         posterior correlations the guide misses
@@ -25,10 +25,12 @@ from pyrovi.diagnostics.moments import TABLE_COLUMNS, marginal_table
 from pyrovi.diagnostics.psis import (
     CONSTANT_SPREAD,
     KHAT_BAD,
+    KHAT_BOOTSTRAP,
     KHAT_GOOD,
-    guide_log_weights,
+    KHAT_LEVEL,
     khat_label,
     psis_khat,
+    psis_khat_interval,
 )
 from pyrovi.diagnostics.relabel import (
     MODE_SEPARATION,
@@ -38,24 +40,31 @@ from pyrovi.diagnostics.relabel import (
     relabel_pair,
 )
 from pyrovi.diagnostics.verdict import (
+    BASIS_KHAT,
+    BASIS_REFERENCE,
+    BASIS_UNHEALTHY,
     CAUTION_MEAN_ERROR_Z,
     CAUTION_SD_RATIO,
-    DIAGONAL_GUIDES,
     TRUST_KHAT,
     TRUST_MEAN_ERROR_Z,
     TRUST_SD_RATIO,
     verdict,
+    verdict_basis,
 )
 from pyrovi.diagnostics.wasserstein import sliced_w1, w1_joint
 
 __all__ = [
+    "BASIS_KHAT",
+    "BASIS_REFERENCE",
+    "BASIS_UNHEALTHY",
     "CAUTION_MEAN_ERROR_Z",
     "CAUTION_SD_RATIO",
     "CONSTANT_SPREAD",
-    "DIAGONAL_GUIDES",
     "ESS_MIN",
     "KHAT_BAD",
+    "KHAT_BOOTSTRAP",
     "KHAT_GOOD",
+    "KHAT_LEVEL",
     "MODE_SEPARATION",
     "RHAT_MAX",
     "RelabelInfo",
@@ -64,13 +73,13 @@ __all__ = [
     "TRUST_MEAN_ERROR_Z",
     "TRUST_SD_RATIO",
     "chains_disagree",
-    "guide_log_weights",
     "iwae_bound",
     "khat_label",
     "kl_gap",
     "marginal_table",
     "missed_correlations",
     "psis_khat",
+    "psis_khat_interval",
     "reference_health",
     "relabel",
     "relabel_pair",
@@ -79,5 +88,6 @@ __all__ = [
     "stack_draws",
     "strongest_pair",
     "verdict",
+    "verdict_basis",
     "w1_joint",
 ]

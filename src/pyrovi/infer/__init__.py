@@ -1,15 +1,15 @@
-"""Inference: the SVI fit loop, NUTS reference runs, EM and variational EM."""
+"""Inference: the SVI fit loop, NUTS reference runs, EM and variational EM.
+
+``util`` traces models, ``laplace`` finds the mode and the Laplace start, ``schedule``
+decides step sizes and stopping, ``optim`` is the preconditioned Adam, ``batches`` the
+minibatches, ``svi`` the loop (:func:`fit` and the step-level :class:`SVIRun`) and
+``result`` the :class:`SVIFit` it returns and its persistence.
+"""
 
 from pyrovi.infer.nuts import ReferenceQualityWarning, nuts
-from pyrovi.infer.persist import load_fit
-from pyrovi.infer.svi import (
-    ELBO_FAMILIES,
-    ConvergenceWarning,
-    NonFiniteLossError,
-    SVIFit,
-    estimate_elbo,
-    fit,
-)
+from pyrovi.infer.result import SVIFit, estimate_elbo, load_fit
+from pyrovi.infer.schedule import ConvergenceWarning
+from pyrovi.infer.svi import ELBO_FAMILIES, NonFiniteLossError, SVIRun, fit
 
 __all__ = [
     "ELBO_FAMILIES",
@@ -17,6 +17,7 @@ __all__ = [
     "NonFiniteLossError",
     "ReferenceQualityWarning",
     "SVIFit",
+    "SVIRun",
     "estimate_elbo",
     "fit",
     "load_fit",

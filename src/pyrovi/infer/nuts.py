@@ -31,7 +31,7 @@ import torch
 from pyro.infer.mcmc import MCMC, NUTS
 from pyro.poutine.util import site_is_subsample
 
-from pyrovi.infer.svi import _as_tensor_data
+from pyrovi.infer.util import as_tensor_data
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
@@ -285,7 +285,7 @@ def nuts(
         ``posterior`` (latent sites, constrained space) and ``sample_stats``
         (``diverging``, ``tree_depth``, ``step_size``, ``energy``, ``lp``).
     """
-    data = _as_tensor_data(data)
+    data = as_tensor_data(data)
     settings = {"num_samples": num_samples, "num_warmup": num_warmup,
                 "num_chains": num_chains, "seed": seed}
     path = cache_dir() / f"{cache_key(model, data, settings)}.nc"

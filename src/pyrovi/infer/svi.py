@@ -1,66 +1,86 @@
-"""The SVI fit loop: :func:`fit` and its result, :class:`SVIFit`.
+"""The SVI fit loop: :func:`fit`, and :class:`SVIRun` for users who drive it step by step.
 
-The loop is built to reach the posterior without hand tuning:
+The loop is built to reach the optimum of the ELBO without hand tuning, on posteriors
+that are badly scaled, strongly correlated, skewed or hierarchical:
 
-1. **MAP / Laplace initialisation.** For the Gaussian guide families the MAP point is
-   found with L-BFGS in the unconstrained space (deterministic, insensitive to bad
-   scaling) and the guide starts at the Laplace approximation: its location at the MAP
-   point, its scales (and, for ``full_rank``, its Cholesky factor) from the inverse
-   Hessian.
-2. **Step-size adaptation.** Adam runs in windows of ``WINDOW`` steps. When the mean loss
-   of a window is not significantly below that of the window before it, nor below that
-   of the window three back (by the noise of the windows), the learning rate is halved.
-3. **Convergence detection.** With ``num_steps=None`` the fit stops after
-   ``PLATEAUS_TO_STOP`` halvings, or at ``max_steps`` with a :class:`ConvergenceWarning`.
-4. **Iterate averaging.** The returned parameters are the average of the iterates of the
-   last window (Polyak-Ruppert), which removes most of the optimiser's jitter; fits
-   shorter than two windows, or ending inside one, return the last iterate.
+1. **Starts.** A guide family that can be started from a Gaussian (its record's
+   ``start``) is tried from two: the Laplace approximation at the posterior mode
+   (:mod:`pyrovi.infer.laplace`) and the model's own initial point with a small spread
+   (where Pyro's autoguides start). A Laplace start is decisive on badly scaled
+   regressions and misleading on funnels; trying both costs little.
+2. **Step-size trial.** From each start, ``WINDOW`` steps at each of the family's
+   candidate step sizes (Stan ADVI's eta adaptation); the (start, step size) pair with
+   the best ELBO, estimated with the same draws for all, goes on.
+3. **Preconditioned steps.** Guides that can (:mod:`pyrovi.guides.gaussian`) re-centre
+   their coordinates on the current q at the start of every window, so a step size of
+   0.1 moves about a tenth of a posterior sd in any direction, whatever the units or
+   correlations of the posterior.
+4. **Schedule.** :mod:`pyrovi.infer.schedule`: the step size halves at each plateau,
+   particles grow late, and the fit stops only when the trend of the loss is flat.
+5. **Averaging.** The returned parameters are the average of the last window's iterates.
+6. **Never worse than the start.** The final ELBO is compared with the start's (same
+   draws); a fit that lost ground returns its start.
 
-Non-finite losses stop the fit, restore the last finite parameters and raise
-:class:`NonFiniteLossError` naming the site whose log-density went non-finite.
+A non-finite loss or gradient is a rejected step: the parameters go back one step and the
+step size halves. Only ``MAX_REJECTIONS`` rejections in a row end the fit, with a
+:class:`NonFiniteLossError` naming the site. Small models compute in float64 whatever the
+data's dtype, so float32 data cannot overflow a recursion that float64 handles.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import constraints
 from pyro.infer import (
     JitTrace_ELBO,
     JitTraceGraph_ELBO,
     JitTraceMeanField_ELBO,
-    Predictive,
     RenyiELBO,
     Trace_ELBO,
     TraceGraph_ELBO,
     TraceMeanField_ELBO,
-    autoguide,
 )
-from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
-from pyro.infer.autoguide.utils import deep_setattr
-from pyro.nn.module import PyroParam
 from pyro.poutine.util import site_is_subsample
+from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
-from pyrovi import guides
-from pyrovi.diagnostics.psis import batch_safe, guide_log_weights, plate_nesting
-from pyrovi.guides import GUIDE_FAMILIES, make_guide
-
-WINDOW = 100
-PLATEAUS_TO_STOP = 4
-DEFAULT_MAX_STEPS = 20_000
-ELBO_ESTIMATE_PARTICLES = 1000
+from pyrovi.guides import GaussianStart, GuideFamily, get_family, initial_start
+from pyrovi.infer.batches import EpochBatches
+from pyrovi.infer.laplace import find_map
+from pyrovi.infer.optim import ScaledAdam, finite_grads
+from pyrovi.infer.result import (
+    ELBO_ESTIMATE_PARTICLES,
+    SVIFit,
+    atomic_torch_save,
+    estimate_elbo,
+    guide_state,
+)
+from pyrovi.infer.schedule import (
+    DEFAULT_MAX_STEPS,
+    WINDOW,
+    ConvergenceWarning,
+    Schedule,
+)
+from pyrovi.infer.util import (
+    SMALL_DATA,
+    as_tensor_data,
+    batch_safe,
+    data_size,
+    default_dtype,
+    plate_nesting,
+    subsample_plates,
+)
 
 ELBO_FAMILIES: dict[str, Callable[..., Any]] = {
     "trace": Trace_ELBO,
@@ -71,167 +91,60 @@ ELBO_FAMILIES: dict[str, Callable[..., Any]] = {
     "jit_mean_field": JitTraceMeanField_ELBO,
     "jit_graph": JitTraceGraph_ELBO,
 }
-_LAPLACE_INITIALISED = ("mean_field", "low_rank", "full_rank", "map", "laplace", "flow")
+STEP_SIZES = (0.3, 0.1, 0.03)
+"""Candidate step sizes of the trial, in units of q's sds for preconditioned guides."""
+RAW_STEP_SIZES = (0.03, 0.01, 0.003)
+"""Candidate step sizes for guides without preconditioning (flows, hand-written guides)."""
+TRIAL_PARTICLES = 200
+MAX_REJECTIONS = 20
+CHECKPOINT_VERSION = 1
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The ELBO or its gradient went non-finite during a fit."""
+    """The ELBO or its gradient stayed non-finite however small the step."""
 
 
-class ConvergenceWarning(UserWarning):
-    """The fit hit its step cap before the smoothed ELBO stopped improving."""
+def _make_elbo(name: str, num_particles: int, vectorize: bool, max_plate_nesting: int,
+               alpha: float) -> Any:
+    if name not in ELBO_FAMILIES:
+        raise ValueError(f"unknown elbo {name!r}; choose one of {', '.join(ELBO_FAMILIES)}")
+    kwargs: dict[str, Any] = {"num_particles": num_particles,
+                              "vectorize_particles": vectorize,
+                              "max_plate_nesting": max_plate_nesting}
+    if name == "renyi":
+        kwargs["alpha"] = alpha
+    if name.startswith("jit"):
+        kwargs["ignore_jit_warnings"] = True
+    return ELBO_FAMILIES[name](**kwargs)
 
 
-@dataclass(frozen=True)
-class SVIFit:
-    """The result of :func:`fit`.
-
-    Attributes
-    ----------
-    model : callable
-        The Pyro model.
-    guide : callable
-        The fitted guide (a Pyro autoguide module or the user's callable).
-    data : dict
-        The model's keyword arguments, as tensors.
-    losses : np.ndarray
-        Loss (negative ELBO estimate) at every SVI step.
-    elbo : float
-        A fresh ELBO estimate with ``ELBO_ESTIMATE_PARTICLES`` particles after the fit.
-    elbo_se : float
-        Monte Carlo standard error of ``elbo``.
-    guide_name : str
-        The guide family name, or ``"custom"`` for a callable.
-    elbo_name : str
-        The ELBO family used for the fit.
-    converged : bool
-        Whether the convergence criterion was met (always True for a fixed step count).
-    seed : int
-        The seed the fit used.
-    """
-
-    model: Callable[..., Any]
-    guide: Callable[..., Any]
-    data: dict[str, Any]
-    losses: np.ndarray
-    elbo: float
-    elbo_se: float
-    guide_name: str
-    elbo_name: str
-    converged: bool
-    seed: int
-    params: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
-    module_local_params: bool = True
-
-    def sample(self, num_samples: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Draw latent and deterministic sites from the guide, in constrained space.
-
-        Returns
-        -------
-        dict
-            Site name -> tensor of shape ``(num_samples, *site_shape)``.
-        """
-        sites = posterior_sites(self.model, self.data)
-        deterministic = deterministic_sites(self.model, self.data)
-        attempts = [(self.model, self.guide, True)]
-        if not deterministic:  # latents only: the (batch-safe) guide alone suffices
-            attempts.append((self.guide, None, True))
-        attempts.append((self.model, self.guide, False))  # not batch safe: one by one
-        with _params_loaded(self), torch.no_grad():
-            for i, (fn, guide, parallel) in enumerate(attempts):
-                pyro.set_rng_seed(seed)
-                predictive = Predictive(fn, guide=guide, num_samples=num_samples,
-                                        return_sites=list(sites), parallel=parallel)
-                try:
-                    draws = predictive(**self.data)
-                    return {k: draws[k].detach().reshape(num_samples, *sites[k])
-                            for k in sites}
-                except Exception:  # noqa: BLE001 - try the next, slower way
-                    if i == len(attempts) - 1:
-                        raise
-        raise AssertionError("unreachable")
-
-    def posterior(self, num_samples: int = 1000, seed: int = 0) -> az.InferenceData:
-        """Draws from the variational posterior as ``arviz.InferenceData`` (one chain).
-
-        Every latent and deterministic site of the model is included, in the model's
-        constrained space.
-        """
-        draws = self.sample(num_samples=num_samples, seed=seed)
-        return az.from_dict(posterior={k: v.numpy()[None] for k, v in draws.items()})
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fit to ``path`` (a ``torch.save`` file of tensors and plain values).
-
-        The file is written to a temporary name and moved into place, so an existing
-        file is never left half-written.
-        """
-        from pyrovi.infer.persist import save_fit
-
-        save_fit(self, path)
-
-
-def _as_tensor_data(data: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, np.ndarray):
-            value = torch.as_tensor(value, dtype=torch.get_default_dtype()
-                                    if value.dtype.kind == "f" else None)
-        elif isinstance(value, list):
-            value = torch.as_tensor(value, dtype=torch.get_default_dtype())
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            if not torch.isfinite(value).all():
-                raise ValueError(f"data entry {key!r} contains NaN or infinite values")
-        out[key] = value
-    return out
-
-
-def posterior_sites(model: Callable[..., Any], data: dict[str, Any]) -> dict[str, torch.Size]:
-    """Latent and deterministic sample sites of ``model(**data)`` and their shapes."""
-    with poutine.block(), torch.no_grad():
-        trace = poutine.trace(model).get_trace(**data)
-    sites = {}
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        if site["infer"].get("_deterministic") or not site["is_observed"]:
-            sites[name] = site["value"].shape
-    return sites
-
-
-def deterministic_sites(model: Callable[..., Any], data: dict[str, Any]) -> list[str]:
-    """Names of the ``pyro.deterministic`` sites of ``model(**data)``."""
-    with poutine.block(), torch.no_grad():
-        trace = poutine.trace(model).get_trace(**data)
-    return [name for name, site in trace.nodes.items()
-            if site["type"] == "sample" and site["infer"].get("_deterministic")]
+def _positional(fn: Callable[..., Any], keys: list[str], static: dict[str, Any]
+                ) -> Callable[..., Any]:
+    """Adapt ``fn(**data)`` to ``fn(*tensors)`` for the JIT ELBOs (tensors must be args)."""
+    def call(*tensors: torch.Tensor) -> Any:
+        return fn(**dict(zip(keys, tensors, strict=True)), **static)
+    return call
 
 
 def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
-                   data: dict[str, Any], elbo: Any) -> list[torch.Tensor]:
-    """Unconstrained tensors of every parameter the loss touches (creating them)."""
+                   data: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Unconstrained leaf tensors of every parameter the loss touches, by name."""
+    if isinstance(guide, torch.nn.Module):
+        with poutine.block(), torch.no_grad():
+            guide(**data)
+        found = dict(guide.named_parameters())
+        if isinstance(model, torch.nn.Module):
+            found.update({f"model.{k}": v for k, v in model.named_parameters()})
+        return found
     with poutine.trace(param_only=True) as capture:
-        elbo.loss(model, guide, **data)
+        Trace_ELBO().loss(model, guide, **data)
     found = {}
-    for site in capture.trace.nodes.values():
+    for name, site in capture.trace.nodes.items():
         value = site["value"]
         leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
         if leaf.requires_grad and leaf.is_leaf:
-            found[id(leaf)] = leaf
-    for module in (guide, model):
-        if isinstance(module, torch.nn.Module):
-            found.update({id(p): p for p in module.parameters()})
-    return list(found.values())
-
-
-def _snapshot(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in params]
-
-
-def _restore(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for p, v in zip(params, values, strict=True):
-            p.copy_(v)
+            found[name] = leaf
+    return found
 
 
 def _nonfinite_site(model: Callable[..., Any], guide: Callable[..., Any],
@@ -264,192 +177,478 @@ def _nonfinite_site(model: Callable[..., Any], guide: Callable[..., Any],
     return "no single site is non-finite on resampling (an unlucky draw)"
 
 
-def _make_elbo(name: str, num_particles: int, vectorize: bool, max_plate_nesting: int,
-               alpha: float) -> Any:
-    if name not in ELBO_FAMILIES:
-        raise ValueError(f"unknown elbo {name!r}; choose one of {', '.join(ELBO_FAMILIES)}")
-    kwargs: dict[str, Any] = {"num_particles": num_particles,
-                              "vectorize_particles": vectorize,
-                              "max_plate_nesting": max_plate_nesting}
-    if name == "renyi":
-        kwargs["alpha"] = alpha
-    if name.startswith("jit"):
-        kwargs["ignore_jit_warnings"] = True
-    return ELBO_FAMILIES[name](**kwargs)
+class SVIRun:
+    """A fit driven one step at a time (the shape of NumPyro's ``SVI.init`` / ``update``).
 
+    Creating the run converts the data, chooses the start and the step size (the trial of
+    :func:`fit`); :meth:`step` takes one SVI step under the schedule; :attr:`converged`
+    says when the stopping rule has fired; :meth:`result` returns an :class:`SVIFit` at
+    any time without disturbing the run; :meth:`save` / ``SVIRun(..., resume=path)``
+    write and read the whole state (guide, optimiser, schedule, RNG, batches).
 
-def _positional(fn: Callable[..., Any], keys: list[str], static: dict[str, Any]
-                ) -> Callable[..., Any]:
-    """Adapt ``fn(**data)`` to ``fn(*tensors)`` for the JIT ELBOs (tensors must be args)."""
-    def call(*tensors: torch.Tensor) -> Any:
-        return fn(**dict(zip(keys, tensors, strict=True)), **static)
-    return call
+    Parameters
+    ----------
+    model, data, guide, elbo, lr, num_particles, seed, init, alpha, batch_size, device,
+    dtype
+        As for :func:`fit`.
+    resume : str or path, optional
+        A checkpoint written by :meth:`save` for the same arguments: the run continues
+        from it exactly (no trial is rerun).
 
-
-MAP_RESTARTS = 4
-
-
-def _map_and_laplace(model: Callable[..., Any], data: dict[str, Any]
-                     ) -> tuple[autoguide.AutoLaplaceApproximation, torch.Tensor]:
-    """MAP in the unconstrained space by L-BFGS; returns the guide and the Laplace cov.
-
-    The search starts from the prior median; if it ends where the Hessian is not positive
-    definite (a saddle, such as the label-symmetric point of a mixture where all
-    components coincide), it restarts from up to ``MAP_RESTARTS`` prior draws and keeps
-    the best mode found.
+    Examples
+    --------
+    >>> run = SVIRun(model, data, guide="full_rank")          # doctest: +SKIP
+    >>> while not run.converged and run.num_steps < 5000:     # doctest: +SKIP
+    ...     loss = run.step()
+    >>> fit = run.result()                                    # doctest: +SKIP
     """
-    best, failure = None, None
-    starts = [init_to_median] + [init_to_sample] * MAP_RESTARTS
-    for init_fn in starts:
-        guide = autoguide.AutoLaplaceApproximation(model, init_loc_fn=init_fn)
-        try:
-            loss = _lbfgs_map(model, guide, data)
-            gaussian = guide.laplace_approximation(**data)
-        except Exception as exc:  # noqa: BLE001 - a saddle or a failed start: try another
-            failure = exc
-            continue
-        if best is None or loss < best[0]:
-            scale_tril = gaussian.scale[:, None] * gaussian.scale_tril
-            best = (loss, guide, (scale_tril @ scale_tril.T).detach())
-        if init_fn is init_to_median:
-            break  # the median start found a mode: the usual case
-    if best is None:
-        raise RuntimeError(f"no MAP start led to a mode ({failure})")
-    return best[1], best[2]
 
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        data: dict[str, Any],
+        guide: str | Callable[..., Any] = "mean_field",
+        elbo: str = "trace",
+        lr: float | None = None,
+        num_particles: int = 1,
+        seed: int = 0,
+        *,
+        init: str = "auto",
+        alpha: float = 0.5,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        resume: str | Path | None = None,
+    ) -> None:
+        if elbo not in ELBO_FAMILIES:
+            raise ValueError(f"unknown elbo {elbo!r}; choose one of {', '.join(ELBO_FAMILIES)}")
+        if init not in ("auto", "laplace", "prior"):
+            raise ValueError(f"init must be 'auto', 'laplace' or 'prior', got {init!r}")
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        self.model = model
+        self.family: GuideFamily | None = get_family(guide) if isinstance(guide, str) else None
+        self.guide_name = guide if isinstance(guide, str) else "custom"
+        self.elbo_name = elbo
+        self.alpha = alpha
+        self.seed = seed
+        self.device = torch.device(device) if device is not None else None
+        if self.device is not None and self.device.type == "cuda" \
+                and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+        small = data_size(data) <= SMALL_DATA
+        on_cpu = self.device is None or self.device.type == "cpu"
+        self.dtype = dtype or (torch.float64 if small and on_cpu else torch.float32)
+        self.local_params = not elbo.startswith("jit")
+        self.signature = self._signature(data, guide, elbo, lr, num_particles, seed, init,
+                                         batch_size)
+        self.num_grad_evals = 0
+        self.losses: list[float] = []
+        self.history: dict[str, Any] = {"lr": [], "num_particles": [], "trial": []}
+        self.step_in_window = 0
+        self.rejections = 0
+        with self._context():
+            self.data = as_tensor_data(data, self.dtype, self.device)
+            self.batches = self._batches(batch_size)
+            pyro.clear_param_store()
+            pyro.set_rng_seed(seed)
+            if resume is not None:
+                self._resume(Path(resume), guide)
+            else:
+                self._start(guide, init, lr, num_particles)
 
-def _lbfgs_map(model: Callable[..., Any], guide: autoguide.AutoLaplaceApproximation,
-               data: dict[str, Any]) -> float:
-    """Run L-BFGS on the guide's unconstrained point; returns the final loss."""
-    guide(**data)
-    loss_fn = Trace_ELBO(max_plate_nesting=plate_nesting(model, guide, data))
-    optimizer = torch.optim.LBFGS([guide.loc], lr=1.0, max_iter=500,
-                                  tolerance_grad=1e-9, tolerance_change=1e-12,
-                                  line_search_fn="strong_wolfe")
+    # -- set-up ------------------------------------------------------------------------
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = loss_fn.differentiable_loss(model, guide, **data)
-        loss.backward()
-        return loss
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(default_dtype(self.dtype))
+            stack.enter_context(pyro.settings.context(module_local_params=self.local_params))
+            if self.device is not None:
+                stack.enter_context(self.device)
+            yield
 
-    for _ in range(5):
-        optimizer.step(closure)
-    if not torch.isfinite(guide.loc).all():
-        raise NonFiniteLossError("MAP search diverged: the unconstrained MAP is non-finite")
-    with torch.no_grad():
-        return float(loss_fn.differentiable_loss(model, guide, **data))
+    def _signature(self, data: dict[str, Any], *args: Any) -> str:
+        digest = hashlib.sha256(repr(args).encode())
+        for key in sorted(data):
+            value = data[key]
+            digest.update(key.encode())
+            digest.update(np.asarray(value.cpu() if isinstance(value, torch.Tensor)
+                                     else value).tobytes())
+        digest.update(str(self.dtype).encode())
+        return digest.hexdigest()
 
+    def _batches(self, batch_size: int | None) -> EpochBatches | None:
+        plates = subsample_plates(self.model, self.data)
+        if batch_size is not None:
+            if not plates:
+                raise ValueError("batch_size needs a model whose data plate is subsampled: "
+                                 "pyro.plate('data', N, subsample_size=batch_size)")
+            wrong = {k: b for k, (_, b) in plates.items() if b != batch_size}
+            if wrong:
+                raise ValueError(f"the model subsamples {wrong} but batch_size={batch_size}")
+        return EpochBatches(plates, seed=self.seed) if plates else None
 
-def _initialise(guide: Any, guide_name: str, model: Callable[..., Any],
-                data: dict[str, Any]) -> Any:
-    """Start a Gaussian-family guide at the Laplace approximation (returns the guide)."""
-    try:
-        laplace, cov = _map_and_laplace(model, data)
-    except Exception as exc:  # noqa: BLE001 - fall back to the guide's own init
-        warnings.warn(f"MAP/Laplace initialisation failed ({exc}); using the default init",
-                      stacklevel=3)
-        return guide
-    loc = laplace.loc.detach()
-    if not (torch.isfinite(cov).all() and torch.linalg.eigvalsh(cov).min() > 0):
-        cov = torch.diag(torch.full_like(loc, 0.01))
-    # Diagonal guides start at the conditional sds 1 / sqrt(diag(precision)): for a
-    # Gaussian posterior that is exactly the mean-field optimum of KL(q || p).
-    conditional_std = torch.linalg.inv(cov).diagonal().rsqrt()
-    if guide_name == "laplace":
-        return laplace.laplace_approximation(**data)
-    if guide_name == "flow":
-        return guides.flow(model, loc=loc, scale_tril=torch.linalg.cholesky(cov))
-    guide(**data)  # set up the prototype
-    if guide_name == "full_rank":
-        chol = torch.linalg.cholesky(cov)  # = diag(scale) @ unit lower-triangular
-        guide.loc = torch.nn.Parameter(loc.clone())
-        guide.scale = PyroParam(chol.diagonal().clone(), guide.scale_constraint)
-        guide.scale_tril = PyroParam(chol / chol.diagonal()[:, None],
-                                     constraints.unit_lower_cholesky)
-    elif guide_name == "low_rank":  # S (F F^T + I) S, F from the leading eigenvectors
-        rank = guide.cov_factor.shape[-1]
-        residual = cov - torch.diag(conditional_std**2)
-        eigval, eigvec = torch.linalg.eigh(residual)
-        top = eigval.flip(0)[:rank].clamp(min=0.0)
-        guide.loc = torch.nn.Parameter(loc.clone())
-        guide.scale = PyroParam(conditional_std.clone(), guide.scale_constraint)
-        factor = eigvec.flip(1)[:, :rank] * top.sqrt()  # Pyro scales rows by `scale`
-        guide.cov_factor = torch.nn.Parameter(factor / conditional_std[:, None] + 1e-3)
-    else:  # mean_field, map: per-site values
-        for name, (start, end, site_shape) in _site_slices(laplace).items():
-            site_loc = loc[start:end].reshape(site_shape)
-            site_fn = laplace.prototype_trace.nodes[name]["fn"]
-            if guide_name == "map":
-                value = torch.distributions.transform_to(site_fn.support)(site_loc)
-                deep_setattr(guide, name, PyroParam(value.detach().clone(), site_fn.support,
-                                                    site_fn.event_dim))
-                continue
-            with torch.no_grad():
-                deep_getattr(guide.locs, name + "_unconstrained").copy_(site_loc)
-                deep_getattr(guide.scales, name + "_unconstrained").copy_(
-                    _softplus_inverse(conditional_std[start:end].reshape(site_shape)))
-    return guide
+    def _loss_parts(self, guide: Any) -> tuple[Callable[..., Any], Callable[..., Any],
+                                                tuple[Any, ...], dict[str, Any]]:
+        if not self.elbo_name.startswith("jit"):
+            return self.model, guide, (), self.data
+        keys = [k for k, v in self.data.items() if isinstance(v, torch.Tensor)]
+        static = {k: v for k, v in self.data.items() if k not in keys}
+        return (_positional(self.model, keys, static), _positional(guide, keys, static),
+                tuple(self.data[k] for k in keys), {})
 
+    def _setup_guide(self, guide: Any) -> None:
+        """Make ``guide`` the run's guide: its parameters, loss and optimiser."""
+        self.guide = guide
+        self.params = _param_tensors(guide, self.model, self.data)
+        self.nesting = plate_nesting(self.model, guide, self.data)
+        self.vectorize = batch_safe(self.model, guide, self.data, 2)
+        self._elbos: dict[int, Any] = {}
+        self.loss_parts = self._loss_parts(guide)
+        self.optimizer = ScaledAdam(self.params, lr=self.schedule.lr)
+        self.window_sum = {k: torch.zeros_like(p) for k, p in self.params.items()}
+        self.previous = {k: p.detach().clone() for k, p in self.params.items()}
 
-def deep_getattr(obj: Any, dotted: str) -> Any:
-    """``getattr`` along a dotted path (site names may contain dots)."""
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
+    def _elbo(self, num_particles: int) -> Any:
+        if num_particles not in self._elbos:
+            self._elbos[num_particles] = _make_elbo(
+                self.elbo_name, num_particles, self.vectorize and num_particles > 1,
+                self.nesting, self.alpha)
+        return self._elbos[num_particles]
 
+    def _candidate_starts(self, init: str) -> list[GaussianStart | None]:
+        if self.family is None or self.family.start is None:
+            return [None]
+        starts: list[GaussianStart | None] = []
+        if init in ("auto", "laplace") and self.batches is None:
+            laplace, evals, why = find_map(self.model, self.data, seed=self.seed)
+            self.num_grad_evals += evals
+            self.history["laplace"] = why or "ok"
+            if laplace is not None:
+                starts.append(laplace)
+        if init in ("auto", "prior") or not starts:
+            starts.append(initial_start(self.model, self.data))
+        return starts
 
-def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
+    def _build(self, start: GaussianStart | None, guide: str | Callable[..., Any]) -> Any:
+        if self.family is None:
+            return guide
+        if start is None or self.family.start is None:
+            return self.family.build(self.model)
+        return self.family.start(self.model, self.data, start)
 
+    def _start(self, guide: str | Callable[..., Any], init: str, lr: float | None,
+               num_particles: int) -> None:
+        starts = self._candidate_starts(init)
+        if self.family is not None and not self.family.takes_steps:
+            self.schedule = Schedule(lr=0.0, converged=True)
+            self._setup_guide(self._build(starts[0], guide))
+            self.start_name = starts[0].source if starts[0] is not None else "none"
+            self.start_state = guide_state(self.guide)
+            self.start_elbo = None
+            return
+        preconditioned = self.family is not None and self.family.start is not None \
+            and self.family.name != "flow"
+        step_sizes = (lr,) if lr is not None else (
+            STEP_SIZES if preconditioned else RAW_STEP_SIZES)
+        max_particles = max(8, num_particles)
+        candidates = []
+        for start in starts:
+            for step_size in step_sizes:
+                candidates.append((start, step_size))
+        best = None
+        for start, step_size in candidates:
+            pyro.clear_param_store()
+            pyro.set_rng_seed(self.seed)
+            self.start_name = start.source if start is not None else "none"
+            self.schedule = Schedule(lr=step_size, num_particles=num_particles,
+                                     max_particles=max_particles)
+            self._setup_guide(self._build(start, guide))
+            state0 = guide_state(self.guide)
+            elbo0 = self._estimate(TRIAL_PARTICLES)[0] if len(candidates) > 1 else -math.inf
+            self.losses, self.history["lr"], self.history["num_particles"] = [], [], []
+            if len(candidates) > 1:
+                try:
+                    for _ in range(WINDOW):
+                        self.step()
+                    elbo = self._estimate(TRIAL_PARTICLES)[0]
+                except NonFiniteLossError:
+                    elbo = -math.inf
+                self.history["trial"].append({
+                    "start": start.source if start is not None else "none",
+                    "lr": step_size, "elbo": elbo, "start_elbo": elbo0})
+            else:
+                elbo = 0.0
+            if best is None or elbo > best[0]:
+                best = (elbo, self._snapshot(), start, state0, elbo0)
+        _, snapshot, start, start_state, start_elbo = best
+        trials = list(self.history["trial"])
+        self._restore_snapshot(snapshot, guide)
+        self.start_state, self.start_elbo, self.history["trial"] = start_state, start_elbo, trials
 
-def _site_slices(guide: autoguide.AutoContinuous) -> dict[str, tuple[int, int, torch.Size]]:
-    """Where each latent site lives in an AutoContinuous guide's flat unconstrained vector."""
-    slices, start = {}, 0
-    for name, _site in guide.prototype_trace.iter_stochastic_nodes():
-        unconstrained_shape = guide._unconstrained_shapes[name]
-        size = math.prod(unconstrained_shape)
-        slices[name] = (start, start + size, torch.Size(unconstrained_shape))
-        start += size
-    return slices
+    # -- snapshots: the run's whole state as tensors and plain values -------------------
 
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "signature": self.signature,
+            "guide_state": guide_state(self.guide),
+            "guide_family": self.guide_name,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "losses": torch.tensor(self.losses, dtype=torch.float64),
+            "history_lr": torch.tensor(self.history["lr"], dtype=torch.float64),
+            "history_particles": torch.tensor(self.history["num_particles"]),
+            "trial": [dict(t) for t in self.history["trial"]],
+            "laplace": self.history.get("laplace", ""),
+            "start_steps": self.history.get("start_steps", 0),
+            "validation_elbo": list(self.history.get("validation_elbo", [])),
+            "step_in_window": self.step_in_window,
+            "window_sum": {k: v.clone() for k, v in self.window_sum.items()},
+            "num_grad_evals": self.num_grad_evals,
+            "rng": get_rng_state(),
+            "batches": self.batches.state_dict() if self.batches else None,
+            "start_name": getattr(self, "start_name", "none"),
+            "start_state": getattr(self, "start_state", {}),
+            "start_elbo": getattr(self, "start_elbo", None),
+        }
 
-def _significantly_lower(earlier: np.ndarray, later: np.ndarray) -> bool:
-    """Is the mean loss of ``later`` below that of ``earlier`` beyond their noise?"""
-    noise = math.sqrt((earlier.var() + later.var()) / len(later))
-    return earlier.mean() - later.mean() > 2.0 * noise + 1e-9 * abs(earlier.mean())
+    def _restore_snapshot(self, snap: dict[str, Any], guide: str | Callable[..., Any]) -> None:
+        self.schedule = Schedule(**snap["schedule"])
+        if self.family is not None:
+            built = self.family.empty(self.model, snap["guide_state"])
+        else:
+            built = guide
+        if isinstance(built, torch.nn.Module):
+            with poutine.block(), torch.no_grad():
+                built(**self.data)
+            built.load_state_dict(snap["guide_state"])
+        else:
+            store = pyro.get_param_store()
+            with poutine.block(), torch.no_grad():
+                built(**self.data)
+            for name, value in snap["guide_state"].items():
+                store[name] = value
+        self._setup_guide(built)
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.losses = [float(x) for x in snap["losses"]]
+        self.history["lr"] = [float(x) for x in snap["history_lr"]]
+        self.history["num_particles"] = [int(x) for x in snap["history_particles"]]
+        self.history["trial"] = list(snap["trial"])
+        self.history["laplace"] = snap["laplace"]
+        self.history["start_steps"] = snap["start_steps"]
+        self.history["validation_elbo"] = list(snap["validation_elbo"])
+        self.step_in_window = int(snap["step_in_window"])
+        self.window_sum = {k: v.clone() for k, v in snap["window_sum"].items()}
+        self.num_grad_evals = int(snap["num_grad_evals"])
+        self.start_name = snap["start_name"]
+        self.start_state = snap["start_state"]
+        self.start_elbo = snap["start_elbo"]
+        if self.batches is not None and snap["batches"] is not None:
+            self.batches.load_state_dict(snap["batches"])
+        set_rng_state(snap["rng"])
 
+    def _resume(self, path: Path, guide: str | Callable[..., Any]) -> None:
+        snap = torch.load(path, weights_only=False)
+        if snap.get("version") != CHECKPOINT_VERSION or snap.get("signature") != self.signature:
+            raise ValueError(f"{path}: the checkpoint was written by a fit with other "
+                             "arguments or data")
+        self._restore_snapshot(snap, guide)
 
-def _plateaued(losses: list[float]) -> bool:
-    """No significant progress over the last window, nor over the last three windows.
+    def save(self, path: str | Path) -> None:
+        """Write the run's whole state to ``path`` atomically (resume with ``resume=``)."""
+        atomic_torch_save(self._snapshot(), Path(path))
 
-    The three-window horizon catches a slow steady drift that a single window's noise
-    hides. Before four windows have run, the fit is never declared on a plateau.
-    """
-    if len(losses) < 4 * WINDOW:
-        return False
-    last = np.asarray(losses[-WINDOW:])
-    one_back = np.asarray(losses[-2 * WINDOW:-WINDOW])
-    three_back = np.asarray(losses[-4 * WINDOW:-3 * WINDOW])
-    return not (_significantly_lower(one_back, last) or _significantly_lower(three_back, last))
+    # -- stepping ------------------------------------------------------------------------
 
+    @property
+    def num_steps(self) -> int:
+        """SVI steps taken so far (the chosen trial's included)."""
+        return len(self.losses)
 
-def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: dict[str, Any],
-                  num_particles: int = ELBO_ESTIMATE_PARTICLES, seed: int = 0
-                  ) -> tuple[float, float]:
-    """Monte Carlo ELBO estimate and its standard error.
+    @property
+    def converged(self) -> bool:
+        """Whether the stopping rule has fired."""
+        return self.schedule.converged
 
-    The ELBO is the mean of the log importance weights ``log p(x, z) - log q(z)`` over
-    ``z ~ q`` (vectorised when the model allows). A point-mass guide (``map``) has no
-    density; its "ELBO" is the log joint at the point, as Trace_ELBO computes it.
-    """
-    try:
-        logw = guide_log_weights(model, guide, data, num_samples=num_particles, seed=seed)
-    except ValueError:
-        pyro.set_rng_seed(seed)
+    def _begin_window(self) -> None:
         with torch.no_grad():
-            return -float(Trace_ELBO().loss(model, guide, **data)), 0.0
-    return float(np.mean(logw)), float(np.std(logw, ddof=1) / math.sqrt(len(logw)))
+            if hasattr(self.guide, "rewhiten"):
+                self.guide.rewhiten()
+            self.optimizer.reset()
+            scales = getattr(self.guide, "step_scales", None)
+            self.optimizer.scales = scales() if scales is not None else {}
+            for total in self.window_sum.values():
+                total.zero_()
+
+    def step(self) -> float:
+        """One SVI step under the schedule; returns the loss (negative ELBO estimate).
+
+        Raises
+        ------
+        NonFiniteLossError
+            After ``MAX_REJECTIONS`` non-finite steps in a row (parameters restored).
+        """
+        with self._context():
+            if self.step_in_window == 0:
+                self._begin_window()
+            model, guide, args, kwargs = self.loss_parts
+            if self.batches is not None:
+                indices = self.batches.next_indices()
+                model, guide = self.batches.wrap(model, indices), self.batches.wrap(guide,
+                                                                                    indices)
+            particles = self.schedule.num_particles
+            self.optimizer.zero_grad()
+            self.optimizer.lr = self.schedule.lr
+            try:
+                loss = self._elbo(particles).loss_and_grads(model, guide, *args, **kwargs)
+            except ValueError as exc:  # distribution validation of a NaN parameter
+                if "invalid values" not in str(exc) and "nan" not in str(exc).lower():
+                    raise
+                loss = float("nan")
+            self.num_grad_evals += particles
+            if not (math.isfinite(loss) and finite_grads(self.params)):
+                return self._reject()
+            self.rejections = 0
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    self.previous[name].copy_(p)
+            self.optimizer.step()
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    self.window_sum[name] += p
+            self.losses.append(float(loss))
+            self.history["lr"].append(self.schedule.lr)
+            self.history["num_particles"].append(particles)
+            self.step_in_window += 1
+            if self.step_in_window == WINDOW:
+                self.step_in_window = 0
+                self.schedule.end_of_window(self.losses)
+            return float(loss)
+
+    def _reject(self) -> float:
+        """A non-finite step: back one step, halve the step size, try again next call."""
+        self.rejections += 1
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.previous[name])
+        self.optimizer.reset()
+        self.schedule.lr *= 0.5
+        if self.rejections >= MAX_REJECTIONS:
+            with pyro.validation_enabled(False):
+                where = _nonfinite_site(self.model, self.guide, self.data,
+                                        list(self.params.values()))
+            raise NonFiniteLossError(
+                f"ELBO stayed non-finite for {MAX_REJECTIONS} steps in a row at step "
+                f"{self.num_steps}: {where}; parameters restored to the last finite values")
+        return float("nan")
+
+    # -- estimates and the result ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _averaged(self) -> Iterator[None]:
+        """Parameters set to the average of the last complete window, then put back."""
+        complete = self.step_in_window == 0 and len(self.losses) >= WINDOW
+        if not complete:
+            yield
+            return
+        current = {k: p.detach().clone() for k, p in self.params.items()}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.window_sum[name] / WINDOW)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(current[name])
+
+    def _estimate(self, num_particles: int, averaged: bool = False) -> tuple[float, float]:
+        """ELBO estimate (and its standard error) with a fixed seed; the RNG is restored."""
+        rng = get_rng_state()
+        try:
+            with contextlib.ExitStack() as stack:
+                if averaged:
+                    stack.enter_context(self._averaged())
+                if self.batches is None:
+                    return estimate_elbo(self.model, self.guide, self.data,
+                                         num_particles=num_particles, seed=self.seed)
+                values = []
+                for i, indices in enumerate(self.batches.one_pass()):
+                    per_batch = max(1, num_particles // self.batches.steps_per_epoch)
+                    values.append(estimate_elbo(self.batches.wrap(self.model, indices),
+                                                self.batches.wrap(self.guide, indices),
+                                                self.data, num_particles=per_batch,
+                                                seed=self.seed + i)[0])
+                arr = np.asarray(values)
+                se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
+                return float(arr.mean()), se
+        finally:
+            set_rng_state(rng)
+
+    def estimate_elbo(self, num_particles: int = ELBO_ESTIMATE_PARTICLES,
+                      data: dict[str, Any] | None = None) -> tuple[float, float]:
+        """ELBO estimate and standard error of the current guide, on ``data`` (held-out
+        data) or the run's own data."""
+        with self._context():
+            if data is None:
+                return self._estimate(num_particles)
+            rng = get_rng_state()
+            try:
+                return estimate_elbo(self.model, self.guide,
+                                     as_tensor_data(data, self.dtype, self.device),
+                                     num_particles=num_particles, seed=self.seed)
+            finally:
+                set_rng_state(rng)
+
+    def result(self, converged: bool | None = None) -> SVIFit:
+        """The fit as it stands: the last complete window's average, or the start if that
+        is better (same draws). The run itself is not changed.
+
+        Parameters
+        ----------
+        converged : bool, optional
+            Overrides the schedule's own flag (a fixed step count is complete).
+        """
+        with self._context():
+            with self._averaged():
+                guide = self._detached_guide()
+                state = guide_state(self.guide)
+            elbo, se = estimate_elbo(self.model, guide, self.data, seed=self.seed) \
+                if self.batches is None else self._estimate(ELBO_ESTIMATE_PARTICLES)
+            start_used = False
+            if self.start_elbo is not None and self.start_state and self.batches is None:
+                start_guide = self._guide_from_state(self.start_state)
+                start_elbo, start_se = estimate_elbo(self.model, start_guide, self.data,
+                                                     seed=self.seed)
+                if start_elbo > elbo:
+                    guide, state, elbo, se = start_guide, self.start_state, start_elbo, start_se
+                    start_used = True
+        history = {**self.history, "plateau_steps": list(self.schedule.plateau_steps),
+                   "returned_start": start_used}
+        return SVIFit(
+            model=self.model, guide=guide, data=self.data, losses=np.asarray(self.losses),
+            elbo=elbo, elbo_se=se, guide_name=self.guide_name, elbo_name=self.elbo_name,
+            converged=self.converged if converged is None else converged, seed=self.seed,
+            params=state, module_local_params=self.local_params,
+            num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=self.start_name,
+            history=history)
+
+    def _detached_guide(self) -> Any:
+        if isinstance(self.guide, torch.nn.Module):
+            return copy.deepcopy(self.guide)
+        return self.guide
+
+    def _guide_from_state(self, state: dict[str, torch.Tensor]) -> Any:
+        if not isinstance(self.guide, torch.nn.Module):
+            return self.guide
+        guide = self.family.empty(self.model, state) if self.family else copy.deepcopy(
+            self.guide)
+        with poutine.block(), torch.no_grad():
+            guide(**self.data)
+        guide.load_state_dict(state)
+        return guide
 
 
 def fit(
@@ -466,6 +665,14 @@ def fit(
     max_steps: int = DEFAULT_MAX_STEPS,
     alpha: float = 0.5,
     init: str = "auto",
+    batch_size: int | None = None,
+    num_epochs: int | None = None,
+    validation_data: dict[str, Any] | None = None,
+    patience: int = 3,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 5 * WINDOW,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> SVIFit:
     """Fit a variational guide to ``model(**data)`` with Pyro SVI.
 
@@ -476,23 +683,24 @@ def fit(
     data : dict
         Keyword arguments of the model; arrays and lists become tensors.
     guide : str or callable
-        A family of :data:`pyrovi.guides.GUIDE_FAMILIES` (``mean_field``, ``low_rank``,
-        ``full_rank``, ``flow``, ``map``, ``laplace``) or a guide callable. ``laplace``
-        is the Laplace approximation at the MAP point itself: no SVI steps are taken.
+        A family of :data:`pyrovi.guides.FAMILIES` (``mean_field``, ``low_rank``,
+        ``full_rank``, ``flow``, ``map``, ``laplace``, or a model's hand-written guide such
+        as ``mean_field_gmm``) or a guide callable. ``laplace`` is the Laplace
+        approximation at the mode itself: no SVI steps are taken.
     elbo : str
         ``trace`` (Trace_ELBO), ``mean_field`` (analytic KL where available), ``graph``,
         ``renyi`` (with ``alpha``), or the JIT variants ``jit``, ``jit_mean_field``,
         ``jit_graph``.
     num_steps : int or None
-        Fixed number of SVI steps; ``None`` runs until the smoothed ELBO stops improving
-        (at most ``max_steps`` steps, with a :class:`ConvergenceWarning` at the cap).
+        Fixed number of SVI steps after the start trial; ``None`` runs until the stopping
+        rule of :mod:`pyrovi.infer.schedule` fires (at most ``max_steps``, with a
+        :class:`ConvergenceWarning` at the cap).
     lr : float or None
-        Initial Adam learning rate; by default 0.001 for Gaussian guides started at the
-        Laplace approximation (Adam's stationary jitter grows with the step size), 0.005
-        for flows and 0.02 otherwise. It is halved whenever a window of ``WINDOW`` steps brings no
-        significant improvement.
+        Initial step size; by default chosen by a short trial among the family's
+        candidates (:data:`STEP_SIZES`, in units of q's sds for preconditioned guides).
     num_particles : int
-        Particles per ELBO estimate; vectorised when the model is batch safe.
+        Particles per ELBO estimate at the start (more are added late in the fit);
+        vectorised when the model is batch safe.
     seed : int
         Seed for Pyro, torch and numpy; the same seed gives identical losses.
     progress : bool
@@ -502,8 +710,31 @@ def fit(
     alpha : float
         The order of the Rényi divergence for ``elbo="renyi"``.
     init : str
-        ``"auto"`` starts the Gaussian families at the Laplace approximation (``"prior"``
-        uses the autoguide's own initialisation).
+        ``"auto"`` tries the Laplace start and the model's initial point, ``"laplace"``
+        and ``"prior"`` only one of them.
+    batch_size : int, optional
+        Minibatch size; the model must subsample its data plate with this size
+        (``pyro.plate("data", N, subsample_size=batch_size)``). Batches are shuffled
+        passes over the data (epochs).
+    num_epochs : int, optional
+        With minibatches: the number of passes (else the stopping rule decides).
+    validation_data : dict, optional
+        Held-out data for the same model: its ELBO is computed after every epoch
+        (``fit.history["validation_elbo"]``), and the fit stops early when it has not
+        improved for ``patience`` epochs, returning the best epoch's guide.
+    patience : int
+        Epochs without held-out improvement before stopping early.
+    checkpoint : str or path, optional
+        The whole state is written there atomically every ``checkpoint_every`` steps; a
+        fit started again with the same arguments and data resumes from it and ends with
+        exactly the losses of an uninterrupted run. The file is removed at the end.
+    checkpoint_every : int
+        Steps between checkpoints (rounded up to whole windows of ``WINDOW`` steps).
+    device : str or torch.device, optional
+        ``"cpu"`` (default) or ``"cuda"``: where the data, guide and steps live.
+    dtype : torch.dtype, optional
+        Floating-point type of the computation; by default float64 for models whose data
+        hold at most ``SMALL_DATA`` numbers on the CPU, else float32.
 
     Returns
     -------
@@ -512,161 +743,75 @@ def fit(
     Raises
     ------
     NonFiniteLossError
-        If the loss or its gradient goes non-finite; the parameters are restored to the
-        last finite values and the message names the offending site.
+        If the loss stays non-finite however small the step; the parameters are restored
+        to the last finite values and the message names the offending site.
     """
-    # Module guides keep their parameters to themselves, so that fits made one after
-    # another do not share Pyro's global param store; the JIT ELBOs read parameters from
-    # that store and need it.
-    with pyro.settings.context(module_local_params=not elbo.startswith("jit")):
-        return _fit(model, _as_tensor_data(data), guide, elbo, num_steps, lr, num_particles,
-                    seed, progress, max_steps, alpha, init)
-
-
-def _fit(model: Callable[..., Any], data: dict[str, Any], guide: str | Callable[..., Any],
-         elbo: str, num_steps: int | None, lr: float | None, num_particles: int, seed: int,
-         progress: bool, max_steps: int, alpha: float, init: str) -> SVIFit:
-    pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
-    guide_name = guide if isinstance(guide, str) else "custom"
-    guide_obj = make_guide(guide, model)
-    laplace_init = init == "auto" and guide_name in _LAPLACE_INITIALISED
-    if laplace_init:
-        guide_obj = _initialise(guide_obj, guide_name, model, data)
-        pyro.set_rng_seed(seed)
-    if guide_name == "laplace":  # the Laplace approximation is the answer: no SVI steps
-        elbo_value, elbo_se = estimate_elbo(model, guide_obj, data, seed=seed)
-        return SVIFit(model, guide_obj, data, np.zeros(0), elbo_value, elbo_se, guide_name,
-                      elbo, True, seed, _collect_params(guide_obj),
-                      pyro.settings.get("module_local_params"))
-
-    mpn = plate_nesting(model, guide_obj, data)
-    vectorize = num_particles > 1 and batch_safe(model, guide_obj, data, num_particles)
-    loss_fn = _make_elbo(elbo, num_particles, vectorize, mpn, alpha)
-    loss_model, loss_guide, loss_args, loss_kwargs = model, guide_obj, (), data
-    if elbo.startswith("jit"):
-        keys = [k for k, v in data.items() if isinstance(v, torch.Tensor)]
-        static = {k: v for k, v in data.items() if k not in keys}
-        loss_model = _positional(model, keys, static)
-        loss_guide = _positional(guide_obj, keys, static)
-        loss_args, loss_kwargs = tuple(data[k] for k in keys), {}
-
-    params = _param_tensors(guide_obj, model, data, _make_elbo("trace", 1, False, mpn, alpha))
-    if lr is None:  # Laplace-initialised Gaussians start near the optimum: small steps
-        lr = 0.02 if not laplace_init else 0.005 if guide_name == "flow" else 0.001
-    optimizer = torch.optim.Adam(params, lr=lr)
-    pyro.set_rng_seed(seed)
-
-    losses: list[float] = []
-    plateaus, converged = 0, num_steps is not None
-    ema = None
-    window_sum = [torch.zeros_like(p) for p in params]
-    bar = tqdm(total=num_steps or max_steps, disable=not progress, desc="SVI",
+    path = Path(checkpoint) if checkpoint is not None else None
+    resume = path if path is not None and path.exists() else None
+    run = SVIRun(model, data, guide, elbo, lr, num_particles, seed, init=init, alpha=alpha,
+                 batch_size=batch_size, device=device, dtype=dtype, resume=resume)
+    if run.family is not None and not run.family.takes_steps:
+        return run.result(converged=True)
+    start_steps = len(run.losses) if resume is None else run.history.get("start_steps", 0)
+    run.history["start_steps"] = start_steps
+    if num_epochs is not None:
+        if run.batches is None:
+            raise ValueError("num_epochs needs minibatches: pass batch_size")
+        num_steps = num_epochs * run.batches.steps_per_epoch
+    total = start_steps + (num_steps if num_steps is not None else max_steps)
+    every = max(1, math.ceil(checkpoint_every / WINDOW)) * WINDOW
+    best: tuple[float, dict[str, Any]] | None = None
+    stale = 0
+    validation: list[float] = list(run.history.get("validation_elbo", []))
+    bar = tqdm(total=total, initial=run.num_steps, disable=not progress, desc="SVI",
                dynamic_ncols=True)
-    last_good = _snapshot(params)
+    ema = None
     try:
-        for step in range(num_steps or max_steps):
-            optimizer.zero_grad()
-            try:
-                loss = loss_fn.loss_and_grads(loss_model, loss_guide, *loss_args,
-                                              **loss_kwargs)
-            except ValueError as exc:  # distribution validation of a NaN parameter
-                if "invalid values" not in str(exc):
-                    raise
-                loss = float("nan")
-            grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
-            if not (math.isfinite(loss) and grads_ok):
-                with pyro.validation_enabled(False):
-                    where = _nonfinite_site(model, guide_obj, data, params)
-                _restore(params, last_good)
-                raise NonFiniteLossError(
-                    f"ELBO became non-finite at step {step}: {where}; "
-                    "parameters restored to the last finite values")
-            last_good = _snapshot(params)
-            optimizer.step()
-            losses.append(float(loss))
-            if step % WINDOW == 0:
-                window_sum = [torch.zeros_like(p) for p in params]
-            with torch.no_grad():
-                for total, p in zip(window_sum, params, strict=True):
-                    total += p
+        while run.num_steps < total and (num_steps is not None or not run.converged):
+            loss = run.step()
+            if not math.isfinite(loss):
+                continue
             ema = loss if ema is None else 0.98 * ema + 0.02 * loss
-            if progress and step % 10 == 0:
-                bar.set_postfix(elbo=f"{-ema:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
             bar.update(1)
-            if (step + 1) % WINDOW == 0 and _plateaued(losses):
-                plateaus += 1
-                for group in optimizer.param_groups:
-                    group["lr"] *= 0.5
-                if num_steps is None and plateaus >= PLATEAUS_TO_STOP:
-                    converged = True
-                    break
+            if progress and run.num_steps % 10 == 0:
+                bar.set_postfix(elbo=f"{-ema:.4g}", lr=f"{run.schedule.lr:.2g}")
+            if path is not None and run.step_in_window == 0 and run.num_steps % every == 0:
+                run.history["validation_elbo"] = validation
+                run.save(path)
+            if validation_data is not None and run.batches is not None \
+                    and run.batches.position == run.batches.steps_per_epoch:
+                held_out = run.estimate_elbo(num_particles=100, data=validation_data)[0]
+                validation.append(held_out)
+                if best is None or held_out > best[0]:
+                    best, stale = (held_out, guide_state(run.guide)), 0
+                else:
+                    stale += 1
+                    if stale >= patience:
+                        break
     finally:
         bar.close()
-    if len(losses) >= 2 * WINDOW and len(losses) % WINDOW == 0:
-        # Polyak-Ruppert: the average of the last (complete) window's iterates
-        _restore(params, [total / WINDOW for total in window_sum])
+    run.history["validation_elbo"] = validation
+    converged = num_steps is not None or run.converged or stale >= patience
+    if best is not None and stale > 0:
+        run.guide.load_state_dict(best[1]) if isinstance(run.guide, torch.nn.Module) else None
+        run.step_in_window = 1  # the best epoch's iterate, not a window average
     if not converged:
         warnings.warn(
             f"SVI did not converge in {max_steps} steps (the smoothed ELBO was still "
             "improving); pass a larger max_steps or a fixed num_steps",
             ConvergenceWarning, stacklevel=2)
-    elbo_value, elbo_se = estimate_elbo(model, guide_obj, data, seed=seed)
-    return SVIFit(model, guide_obj, data, np.asarray(losses), elbo_value, elbo_se, guide_name,
-                  elbo, converged, seed, _collect_params(guide_obj),
-                  pyro.settings.get("module_local_params"))
-
-
-def _collect_params(guide: Any) -> dict[str, torch.Tensor]:
-    """Constrained values of the guide's parameters (module state or param store)."""
-    if isinstance(guide, torch.nn.Module):
-        return {k: v.detach().clone() for k, v in guide.state_dict().items()}
-    store = pyro.get_param_store()
-    return {k: store[k].detach().clone() for k in store.keys()}
-
-
-@contextlib.contextmanager
-def _params_loaded(fit_result: SVIFit) -> Iterator[None]:
-    """Run with a fit's parameters in force.
-
-    Module guides keep their parameters locally (``module_local_params``), so fits made
-    one after another do not overwrite each other through Pyro's global param store.
-    A callable guide's ``pyro.param`` values are put back into the param store, created
-    first by one blocked call so that their constraints are the guide's own.
-    """
-    with pyro.settings.context(module_local_params=fit_result.module_local_params):
-        if not isinstance(fit_result.guide, torch.nn.Module) and fit_result.params:
-            store = pyro.get_param_store()
-            if any(name not in store for name in fit_result.params):
-                with poutine.block(), torch.no_grad():
-                    fit_result.guide(**fit_result.data)
-            for name, value in fit_result.params.items():
-                store[name] = value
-        yield
+    result = run.result(converged=converged)
+    if path is not None:
+        path.unlink(missing_ok=True)
+    return result
 
 
 __all__ = [
     "ConvergenceWarning",
     "ELBO_FAMILIES",
-    "GUIDE_FAMILIES",
     "NonFiniteLossError",
     "SVIFit",
+    "SVIRun",
     "estimate_elbo",
     "fit",
-    "posterior_sites",
 ]
-
-
-def _initialise_for_load(guide: Any, guide_name: str, model: Callable[..., Any],
-                         data: dict[str, Any], params: dict[str, torch.Tensor]) -> Any:
-    """An empty guide of the saved family, shaped to receive the saved state."""
-    if guide_name == "laplace":  # the fitted object is a Gaussian with buffers
-        laplace = autoguide.AutoLaplaceApproximation(model)
-        with pyro.settings.context(module_local_params=True), poutine.block():
-            laplace(**data)
-            return laplace.laplace_approximation(**data)
-    affine = [value for key, value in params.items() if key.endswith("affine_loc")]
-    if guide_name == "flow" and affine:  # a Laplace-preconditioned flow
-        dim = affine[0].shape[-1]
-        return guides.flow(model, loc=torch.zeros(dim), scale_tril=torch.eye(dim))
-    return guide

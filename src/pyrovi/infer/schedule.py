@@ -1,0 +1,114 @@
+"""When to shrink the step size, when to add particles, and when a fit has converged.
+
+The fit runs in windows of ``WINDOW`` steps; the guide's coordinates are re-centred on
+the current q at the start of every window, so the step size is in units of q's own sds.
+At the end of each window the schedule looks at the window means of the loss:
+
+1. **Plateau.** The last window is not significantly below the window before it, nor
+   below the window three back (significance by the windows' own noise): the step size is
+   halved. A plateau can only be declared once two windows have run at the current step
+   size, so a halving is always judged on evidence gathered at that step size.
+2. **More particles late.** From the ``PARTICLES_FROM_PLATEAU``-th plateau on, each
+   halving also doubles the particles per step (up to ``MAX_PARTICLES``): a smaller step
+   needs a less noisy gradient to keep making progress.
+3. **Stop.** After ``PLATEAUS_TO_STOP`` plateaus, and only if the least-squares trend of
+   the loss over the last ``TREND_WINDOWS`` windows does not still fall significantly
+   (a fit whose smoothed ELBO still climbs never stops), the fit has converged.
+   ``max_steps`` caps the run, with a :class:`ConvergenceWarning`.
+
+The trial that picks the start and the step size (Stan ADVI's eta adaptation) runs
+``WINDOW`` steps per (start, step size) candidate and keeps the pair with the best ELBO.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+WINDOW = 100
+PLATEAUS_TO_STOP = 4
+PARTICLES_FROM_PLATEAU = 2
+MAX_PARTICLES = 8
+TREND_WINDOWS = 5
+DEFAULT_MAX_STEPS = 20_000
+
+
+class ConvergenceWarning(UserWarning):
+    """The fit hit its step cap before the smoothed ELBO stopped improving."""
+
+
+def significantly_lower(earlier: np.ndarray, later: np.ndarray) -> bool:
+    """Is the mean loss of ``later`` below that of ``earlier`` beyond their noise?"""
+    noise = math.sqrt((earlier.var() + later.var()) / len(later))
+    return earlier.mean() - later.mean() > 2.0 * noise + 1e-9 * abs(earlier.mean())
+
+
+def still_falling(losses: np.ndarray) -> bool:
+    """Does a least-squares line through ``losses`` fall significantly (slope below zero by
+    more than twice its standard error)?"""
+    n = len(losses)
+    if n < 3:
+        return True
+    t = np.arange(n, dtype=float) - (n - 1) / 2
+    slope = float(t @ (losses - losses.mean()) / (t @ t))
+    resid = losses - losses.mean() - slope * t
+    se = math.sqrt(float(resid @ resid) / (n - 2) / float(t @ t))
+    return slope < -2.0 * se
+
+
+@dataclass
+class Schedule:
+    """The step-size and stopping state of one fit (plain values: it is checkpointed).
+
+    Attributes
+    ----------
+    lr : float
+        The current step size.
+    num_particles : int
+        Particles per step now.
+    max_particles : int
+        The cap on ``num_particles``.
+    plateaus : int
+        Plateaus declared so far.
+    windows_at_lr : int
+        Complete windows run at the current step size.
+    converged : bool
+        The stopping rule has fired.
+    plateau_steps : list of int
+        The step at which each plateau was declared.
+    """
+
+    lr: float
+    num_particles: int = 1
+    max_particles: int = MAX_PARTICLES
+    plateaus: int = 0
+    windows_at_lr: int = 0
+    converged: bool = False
+    plateau_steps: list[int] = field(default_factory=list)
+
+    def end_of_window(self, losses: list[float], adapt_particles: bool = True) -> bool:
+        """Update after a complete window; returns True when the step size changed."""
+        self.windows_at_lr += 1
+        if self.windows_at_lr < 2 or len(losses) < 4 * WINDOW:
+            return False
+        last = np.asarray(losses[-WINDOW:])
+        one_back = np.asarray(losses[-2 * WINDOW:-WINDOW])
+        three_back = np.asarray(losses[-4 * WINDOW:-3 * WINDOW])
+        if significantly_lower(one_back, last) or significantly_lower(three_back, last):
+            return False
+        self.plateaus += 1
+        self.plateau_steps.append(len(losses))
+        self.windows_at_lr = 0
+        self.lr *= 0.5
+        if adapt_particles and self.plateaus >= PARTICLES_FROM_PLATEAU:
+            self.num_particles = min(2 * self.num_particles,
+                                     max(self.max_particles, self.num_particles))
+        if self.plateaus >= PLATEAUS_TO_STOP:
+            recent = np.asarray(losses[-TREND_WINDOWS * WINDOW:])
+            self.converged = not still_falling(recent)
+        return True
+
+    def state_dict(self) -> dict[str, object]:
+        return asdict(self)
