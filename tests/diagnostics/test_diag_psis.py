@@ -15,8 +15,8 @@ from pyro.infer.autoguide import AutoDelta, AutoNormal
 from scipy.stats import multivariate_normal
 
 from pyrovi.diagnostics import KHAT_BAD, KHAT_GOOD, khat_label, psis_khat
-from pyrovi.infer.util import guide_log_weights
 from pyrovi.infer import util as psis_module
+from pyrovi.infer.util import guide_log_weights
 
 PRIOR_SCALE = 10.0
 

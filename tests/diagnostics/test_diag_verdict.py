@@ -37,29 +37,94 @@ def test_thresholds():
     assert verdict(_table({"a": (0.5, 2.0)}))[0] == "caution"
     assert verdict(_table({"a": (0.51, 1.0)}))[0] == "reject"
     assert verdict(_table({"a": (0.0, 0.49)}))[0] == "reject"
-    level, reasons = verdict(_table({"a": (0.0, 1.0)}), khat=0.83)
+
+
+def test_accurate_fit_with_a_high_khat_is_trusted_and_the_disagreement_said():
+    """Every mean within 0.1 sd, sd ratios in [0.9, 1.1], k-hat 0.75: a healthy reference
+    decides, k-hat is reported as disagreeing."""
+    table = _table({"a": (0.1, 0.9), "b": (-0.08, 1.1), "c": (0.0, 1.0)})
+    level, reasons = verdict(table, khat=0.75, khat_interval=(0.64, 0.86))
+    assert level == "trust"
+    assert "within 0.2 reference sd" in reasons[0]
+    khat_reason = next(r for r in reasons if "k-hat" in r)
+    assert "0.75 (interval 0.64–0.86)" in khat_reason and "disagrees" in khat_reason
+    assert "whole interval" not in khat_reason
+    # the whole interval above 0.7: still trust, and the reason says what may be off
+    level, reasons = verdict(table, khat=0.9, khat_interval=(0.78, 1.02))
+    assert level == "trust" and any("whole interval is above 0.7" in r for r in reasons)
+
+
+@pytest.mark.parametrize("khat", [None, 0.3, 0.75])
+def test_never_trust_an_inaccurate_fit(khat):
+    """|z| = 0.3 or an sd ratio of 0.79 is never trusted, whatever k-hat says."""
+    for row in ((0.3, 1.0), (-0.3, 1.0), (0.0, 0.79), (0.0, 1.26), (0.21, 0.95)):
+        level, reasons = verdict(_table({"a": row, "b": (0.0, 1.0)}), khat=khat)
+        assert level == "caution", (row, reasons)
+    level, reasons = verdict(_table({"a": (0.3, 1.0)}), khat=0.3)
+    assert any("k-hat 0.30 <= 0.7 disagrees with the reference" in r for r in reasons)
+
+
+def test_trust_exactly_at_the_thresholds_on_a_grid():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        z, ratio = rng.uniform(-0.6, 0.6), np.exp(rng.uniform(-0.8, 0.8))
+        level, _ = verdict(_table({"a": (z, ratio)}), khat=rng.uniform(0.0, 1.2))
+        assert (level == "trust") == (abs(z) <= 0.2 and 0.8 <= ratio <= 1.25)
+
+
+def test_unhealthy_reference_lets_khat_count():
+    health = {"problems": ["3 divergent transitions"]}
+    level, reasons = verdict(_table({"a": (0.0, 1.0)}), khat=0.83, health=health)
     assert level == "caution"
-    assert reasons == [
+    assert reasons[0].startswith("the reference is unhealthy")
+    assert reasons[-1] == (
         "PSIS k-hat 0.83 > 0.7: importance weights are heavy tailed, the guide misses "
         "posterior mass"
-    ]
+    )
 
 
-def test_missed_correlation_names_the_pair_and_full_rank():
+def test_without_a_reference_khat_decides():
+    assert verdict(None, khat=0.4)[0] == "trust"
+    level, reasons = verdict(None, khat=0.6, khat_interval=(0.5, 0.75))
+    assert level == "trust" and "near the threshold" in reasons[0]
+    level, reasons = verdict(None, khat=0.8)
+    assert level == "caution" and "no reference" in reasons[0]
+    with pytest.raises(ValueError, match="k-hat"):
+        verdict(None)
+
+
+def test_missed_correlation_names_the_pair_and_the_richer_family():
     table = _table({"beta[0]": (0.05, 0.9), "beta[1]": (0.1, 0.14), "sigma": (0.0, 1.0)})
-    for guide_name in ("mean_field", None):
-        level, reasons = verdict(table, missed=MISSED, guide_name=guide_name)
-        assert level == "reject"
-        first = reasons[0]
-        assert first.startswith("sd of beta[1] is 0.14 × the reference")
-        assert "beta[0] and beta[1]" in first and "ρ = -0.99" in first
-        assert "full_rank" in first
-    _, reasons = verdict(table, missed=MISSED, guide_name="mean_field")
-    assert "the mean_field guide cannot represent" in reasons[0]
-    # a full-rank guide is not diagonal: no full_rank advice, but the miss is reported
-    _, reasons = verdict(table, missed=MISSED, guide_name="full_rank")
+    level, reasons = verdict(table, missed=MISSED, represents_correlations=False,
+                             richer="low_rank", guide_name="mean_field")
+    assert level == "reject"
+    first = reasons[0]
+    assert first.startswith("sd of beta[1] is 0.14 × the reference")
+    assert "the mean_field guide cannot represent" in first
+    assert "beta[0] and beta[1]" in first and "ρ = -0.99" in first
+    assert first.endswith("try low_rank")
+    # a hand-written diagonal guide: its own name, its family's richer rung
+    _, reasons = verdict(table, missed=MISSED, represents_correlations=False,
+                         richer="full_rank", guide_name="mean_field_gmm")
+    assert "the mean_field_gmm guide cannot represent" in reasons[0]
+    assert reasons[0].endswith("try full_rank")
+    # unknown family (a custom guide): the miss explains the sd, no claim about the family
+    _, reasons = verdict(table, missed=MISSED)
+    assert "the guide misses the posterior correlation of beta[0] and beta[1]" in reasons[0]
+    # a family with correlations: no advice to change family, the miss still reported
+    _, reasons = verdict(table, missed=MISSED, represents_correlations=True, richer="flow")
     assert "overconfident" in reasons[0]
     assert any("misses the posterior correlation of beta[0] and beta[1]" in r for r in reasons)
+
+
+def test_missed_correlation_with_accurate_marginals_is_a_reason_not_a_block():
+    table = _table({"beta[0]": (0.05, 0.9), "beta[1]": (0.1, 0.85)})
+    missed = [{"a": "beta[0]", "b": "beta[1]", "rho_ref": 0.6, "rho_vi": 0.02}]
+    level, reasons = verdict(table, missed=missed, represents_correlations=False,
+                             richer="low_rank", guide_name="mean_field")
+    assert level == "trust"
+    assert "misses the posterior correlation of beta[0] and beta[1]" in reasons[1]
+    assert "combining these parameters" in reasons[1] and "try low_rank" in reasons[1]
 
 
 def test_mean_error_reason():
@@ -75,6 +140,7 @@ def test_unhealthy_reference_caps_at_caution_and_comes_first():
     assert reasons[0].startswith("the reference is unhealthy")
     assert "R-hat of mu[0] is 1.08" in reasons[0] and "12 divergent" in reasons[0]
     assert "within 0.2 reference sd" in reasons[1]
+    assert verdict(_table({"mu[0]": (0.0, 1.0)}), health=health, khat=0.3)[0] == "caution"
     level, reasons = verdict(_table({"mu[0]": (2.0, 1.0)}), health=health)
     assert level == "reject" and reasons[0].startswith("the reference is unhealthy")
     assert verdict(_table({"mu[0]": (0.0, 1.0)}), health={"problems": []})[0] == "trust"
