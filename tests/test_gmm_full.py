@@ -19,8 +19,8 @@ from scipy.stats import dirichlet, multivariate_normal, wishart
 from torch.distributions import biject_to
 
 import pyrovi
-from pyrovi.infer.util import batch_safe, guide_log_weights
 from pyrovi.infer import em
+from pyrovi.infer.util import batch_safe, guide_log_weights
 from pyrovi.models import gmm, gmm_full
 
 

@@ -6,6 +6,7 @@ reference (:func:`nuts`, :func:`load_reference`) and the comparison (:func:`comp
 :class:`Comparison`).
 """
 
+from pyrovi import quiet  # noqa: F401  first: silences ArviZ's refactor notice before arviz loads
 from pyrovi.compare import Comparison, compare
 from pyrovi.guides import GUIDE_FAMILIES, make_guide
 from pyrovi.infer import ConvergenceWarning, NonFiniteLossError, SVIFit, fit, load_fit

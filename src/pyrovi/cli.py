@@ -12,7 +12,6 @@ import math
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -159,7 +158,7 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
                  args: argparse.Namespace, labels: dict[str, Any],
                  reference: str | None = None) -> Any:
     import pyrovi
-    from pyrovi.guides import GUIDE_FAMILIES
+    from pyrovi.guides import FAMILIES, GUIDE_FAMILIES
     from pyrovi.models import REGISTRY
 
     # a registered model also offers its hand-written guides (e.g. beta_bernoulli's "beta")
@@ -168,7 +167,8 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
     if guide not in families:
         raise CLIError(f"unknown guide {guide!r}; choose one of {', '.join(families)}")
     labels = {**labels, "guide": guide}
-    chosen = guide if guide in GUIDE_FAMILIES else families[guide](model)
+    # by name where a family record exists, so the fit knows the family (correlations, ...)
+    chosen = guide if guide in FAMILIES else families[guide](model)
     out = Path(args.out)
     _check_writable(out)
     progress = sys.stderr.isatty()
@@ -212,7 +212,11 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
 
 def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
     s = comparison.summary
-    print(comparison.table.round(4).to_string())
+    table = comparison.table.round(4)
+    if comparison.units:
+        table.insert(0, "unit", [comparison.unit_of(str(name)) for name in table.index])
+    print(table.to_string())
+    print(f"means and sds in {s['parameter_units']}")
     print()
     print(f"ELBO            {s['elbo']:.4f} ± {s['elbo_se']:.4f} nats")
     print(f"log p(x)        {s['log_evidence']:.4f} ± {s['log_evidence_se']:.4f} nats "
@@ -220,7 +224,11 @@ def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
     print(f"KL(q || p)      {s['kl_gap']:.4f} nats  "
           f"[{s['kl_gap_low']:.4f}, {s['kl_gap_high']:.4f}]")
     if s["khat"] is not None:
-        print(f"PSIS k-hat      {s['khat']:.2f} ({s['khat_label']})")
+        interval = ""
+        if s["khat_low"] is not None and s["khat_high"] is not None:
+            interval = (f" [{s['khat_low']:.2f}, {s['khat_high']:.2f}], "
+                        f"{s['khat_samples']} draws")
+        print(f"PSIS k-hat      {s['khat']:.2f} ({s['khat_label']}){interval}")
     print(f"verdict         {s['verdict'].upper()}")
     for reason in comparison.reasons:
         print(f"  - {reason}")
@@ -238,7 +246,6 @@ def _cmd_list() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pyrovi`` command line; returns the exit code."""
-    warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
     try:
         args = _build_parser().parse_args(argv)
         if args.command == "list":

@@ -1,16 +1,16 @@
-"""Comparing a variational posterior with a reference: :func:`compare` and :class:`Comparison`.
+"""Comparing a variational posterior with a reference: :func:`compare`.
 
-:func:`compare` only combines the pure functions of :mod:`pyrovi.diagnostics`; the
-:class:`Comparison` it returns is rendered by :mod:`pyrovi.report`.
+:func:`compare` aligns the two posteriors (the model's :meth:`ModelSpec.align`), puts
+their draws in the data's own units where the model works on standardised data
+(:meth:`ModelSpec.to_data_units`), and combines the pure functions of
+:mod:`pyrovi.diagnostics` into a :class:`~pyrovi.comparison.Comparison` (re-exported
+here), which :mod:`pyrovi.report` renders.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import arviz as az
@@ -18,71 +18,20 @@ import numpy as np
 import pandas as pd
 
 from pyrovi import diagnostics as dg
+from pyrovi.comparison import MODEL_UNITS, Comparison, Summary
+from pyrovi.guides import get_family
 from pyrovi.infer.result import SVIFit
-from pyrovi.infer.util import as_tensor_data, guide_log_weights
+from pyrovi.infer.util import as_tensor_data
 from pyrovi.models import REGISTRY, ModelSpec
+from pyrovi.models.spec import DataUnits, convert_draws, relabel_components
 
-KHAT_SAMPLES = 2000
+__all__ = ["IWAE_K", "KHAT_SAMPLES", "Comparison", "Summary", "compare"]
+
+KHAT_SAMPLES = 4000
+"""Importance samples of the guide behind k-hat and the IWAE evidence estimate."""
+
 IWAE_K = 200
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A variational posterior measured against a reference.
-
-    Attributes
-    ----------
-    table : pandas.DataFrame
-        One row per scalar parameter (``mu[0]``) with ``mean_vi, mean_ref, sd_vi,
-        sd_ref, mean_error_z, sd_ratio, w1_std``.
-    summary : dict
-        ``max_abs_mean_error_z, worst_sd_ratio, w1_joint, khat, elbo, log_evidence,
-        kl_gap, verdict`` and the supporting figures (standard errors, intervals,
-        methods, reasons; ``w1_joint_baseline`` is the same distance between two halves of
-        the reference, the size finite samples alone produce).
-    reasons : list of str
-        Why the verdict is what it is, most important first.
-    vi, ref : arviz.InferenceData
-        The variational draws and the reference draws compared.
-    health : dict
-        Health of the reference (:func:`pyrovi.diagnostics.reference_health`).
-    missed : list of dict
-        Posterior correlations the guide misses.
-    losses : np.ndarray or None
-        The SVI loss trace, when the variational side is an :class:`SVIFit`.
-    log_weights : np.ndarray or None
-        Guide importance log weights used for k-hat and the evidence estimate.
-    labels : dict
-        Free-form context for the report: ``model``, ``guide``, ``data``, ``relabelling``.
-    """
-
-    table: pd.DataFrame
-    summary: dict[str, Any]
-    reasons: list[str]
-    vi: az.InferenceData
-    ref: az.InferenceData
-    health: dict[str, Any]
-    missed: list[dict[str, Any]]
-    losses: np.ndarray | None = None
-    log_weights: np.ndarray | None = field(default=None, repr=False)
-    labels: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def verdict(self) -> str:
-        """``"trust"``, ``"caution"`` or ``"reject"``."""
-        return str(self.summary["verdict"])
-
-    def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``report.html``, ``report.md``, ``comparison.json`` and ``table.csv``.
-
-        Returns
-        -------
-        dict
-            File kind -> path written.
-        """
-        from pyrovi.report import write_report
-
-        return write_report(self, out_dir)
+"""Importance samples per IWAE batch."""
 
 
 def _registered(model: Callable[..., Any] | None) -> ModelSpec | None:
@@ -97,6 +46,45 @@ def _worst_sd_ratio(table: pd.DataFrame) -> float:
     ratios = table["sd_ratio"].to_numpy(dtype=float)
     ratios = ratios[np.isfinite(ratios) & (ratios > 0)]  # constants have no ratio
     return float(ratios[np.argmax(np.abs(np.log(ratios)))]) if len(ratios) else float("nan")
+
+
+def _family(guide_name: str | None) -> tuple[bool | None, str | None]:
+    """``represents_correlations`` and ``richer`` of a guide family (None, None if unknown)."""
+    if guide_name is None:
+        return None, None
+    try:
+        family = get_family(guide_name)
+    except ValueError:  # "custom", a callable guide
+        return None, None
+    return family.represents_correlations, family.richer
+
+
+def _align(spec: ModelSpec | None, vi: az.InferenceData, ref: az.InferenceData,
+           mixture_sites: tuple[str, ...] | None) -> tuple[az.InferenceData, az.InferenceData,
+                                                           Any]:
+    """Align through the spec's hook; ``mixture_sites`` overrides its component sites."""
+    roles: dict[str, str] = dict(spec.site_roles) if spec is not None else {}
+    if mixture_sites is not None:
+        roles = {site: role for site, role in roles.items() if role != "component"}
+        roles.update({site: "component" for site in mixture_sites})
+    if spec is not None:
+        return spec.align(vi, ref, roles)
+    return relabel_components(vi, ref, roles)
+
+
+def _parameter_units(draws: Mapping[str, Any], units: DataUnits | None,
+                     idata: az.InferenceData) -> dict[str, str]:
+    """Scalar parameter -> unit label, from the data units of each site element."""
+    if units is None:
+        return {}
+    out: dict[str, str] = {}
+    for site in idata.posterior.data_vars:
+        shape = idata.posterior[site].shape[2:]
+        for index in np.ndindex(*shape):
+            name = dg.draws.scalar_name(str(site), index)
+            if name in draws:
+                out[name] = units.unit(str(site), index)
+    return out
 
 
 def compare(
@@ -131,13 +119,19 @@ def compare(
     labels : dict, optional
         Context shown in the report (``model``, ``guide``, ``data``, ``relabelling``).
     mixture_sites : tuple of str, optional
-        Sites whose first axis indexes mixture components; both posteriors are relabelled
-        to a common component order first (label switching). Registered mixtures
-        (:attr:`ModelSpec.mixture_sites`) are relabelled without being asked.
+        Sites whose first axis indexes mixture components: they are given the role
+        ``"component"`` (replacing the registered model's component sites) and both
+        posteriors are aligned through the same hook, :meth:`ModelSpec.align`, which by
+        default relabels them to a common component order (label switching).
+        Registered mixtures (:attr:`ModelSpec.site_roles`) are aligned without asking.
 
     Returns
     -------
     Comparison
+        Its ``vi`` and ``ref`` are the aligned draws; for a registered model whose
+        bundled data are standardised (``gmm`` on Old Faithful) every mean and sd is in
+        the data's own units (minutes), as :meth:`ModelSpec.to_data_units` gives them,
+        and :attr:`Comparison.units` names the unit of each parameter.
 
     Raises
     ------
@@ -156,13 +150,18 @@ def compare(
     spec = _registered(model)
     if spec is not None:
         labels.setdefault("model", spec.name)
-    if mixture_sites is None:
-        mixture_sites = spec.mixture_sites if spec is not None else ()
+    vi_idata, ref, info = _align(spec, vi_idata, ref, mixture_sites)
     relabel_note = None
-    if mixture_sites:
-        vi_idata, ref, info = dg.relabel_pair(vi_idata, ref, mixture_sites)
+    if info is not None:
         labels["relabelling"] = info.method
         relabel_note = None if info.chain_modes_agree else info.message
+    health = dg.reference_health(ref)
+    if relabel_note:  # chains in different modes: the reference itself is in question
+        health["problems"] = [relabel_note, *health.get("problems", [])]
+
+    units = spec.units(data) if spec is not None else None
+    if units is not None:
+        vi_idata, ref = convert_draws(vi_idata, units), convert_draws(ref, units)
     vi_draws = dg.scalar_draws(vi_idata)
     ref_draws = dg.scalar_draws(ref)
     common = [name for name in ref_draws if name in vi_draws]
@@ -172,26 +171,23 @@ def compare(
             f"(reference: {', '.join(list(ref_draws)[:5])}; "
             f"variational: {', '.join(list(vi_draws)[:5])})")
     table = dg.marginal_table(vi_draws, ref_draws)
-    w1 = dg.w1_joint(dg.stack_draws(vi_draws, common), dg.stack_draws(ref_draws, common),
-                     standardize_by=dg.stack_draws(ref_draws, common), seed=seed)
     ref_stack = dg.stack_draws(ref_draws, common)
+    w1 = dg.w1_joint(dg.stack_draws(vi_draws, common), ref_stack, standardize_by=ref_stack,
+                     seed=seed)
     halves = np.random.default_rng(seed).permutation(len(ref_stack))
     w1_baseline = dg.w1_joint(ref_stack[halves[::2]], ref_stack[halves[1::2]],
                               standardize_by=ref_stack, seed=seed)
-    health = dg.reference_health(ref)
-    if relabel_note:  # chains in different modes: the reference itself is in question
-        health["problems"] = [relabel_note, *health.get("problems", [])]
     missed = dg.missed_correlations(vi_draws, ref_draws)
 
-    khat = log_w = None
+    khat = log_w = interval = None
     elbo = elbo_se = float("nan")
     if fit is not None:
         elbo, elbo_se = fit.elbo, fit.elbo_se
-    if fit is not None and data is not None:
         try:
-            log_w = guide_log_weights(model, fit.guide, as_tensor_data(data),
-                                         num_samples=KHAT_SAMPLES, seed=seed)
+            log_w = fit.log_weights(KHAT_SAMPLES, seed=seed,
+                                    data=None if data is fit.data else data)
             khat = dg.psis_khat(log_w)
+            interval = dg.psis_khat_interval(log_w, seed=seed)
         except ValueError:  # a point-mass guide has no density: no weights, no k-hat
             log_w = None
 
@@ -206,30 +202,38 @@ def compare(
         method = f"iwae (K={IWAE_K}, {len(log_w) // IWAE_K} batches)"
     gap = dg.kl_gap(log_ev, elbo, log_ev_se, elbo_se)
 
-    label, reasons = dg.verdict(table, khat=khat, missed=missed, health=health,
-                                guide_name=labels.get("guide"))
-    summary = {
-        "max_abs_mean_error_z": float(table["mean_error_z"].abs().max()),
-        "worst_sd_ratio": _worst_sd_ratio(table),
-        "w1_joint": float(w1),
-        "w1_joint_baseline": float(w1_baseline),
-        "khat": None if khat is None or not math.isfinite(khat) else float(khat),
-        "khat_label": None if khat is None else dg.khat_label(khat),
-        "khat_samples": KHAT_SAMPLES if khat is not None else 0,
-        "elbo": elbo,
-        "elbo_se": elbo_se,
-        "log_evidence": log_ev,
-        "log_evidence_se": log_ev_se,
-        "log_evidence_method": method,
-        "kl_gap": gap["kl_gap"],
-        "kl_gap_low": gap["kl_gap_low"],
-        "kl_gap_high": gap["kl_gap_high"],
-        "num_parameters": len(table),
-        "reference_problems": list(health.get("problems", [])),
-        "verdict": label,
-        "reasons": reasons,
-    }
-    return Comparison(table=table, summary=summary, reasons=reasons, vi=vi_idata, ref=ref,
-                      health=health, missed=missed,
+    represents, richer = _family(labels.get("guide"))
+    label, reasons = dg.verdict(table, khat=khat, khat_interval=interval, missed=missed,
+                                health=health, represents_correlations=represents,
+                                richer=richer, guide_name=labels.get("guide"))
+    finite_khat = khat is not None and math.isfinite(khat)
+    summary = Summary(
+        max_abs_mean_error_z=float(table["mean_error_z"].abs().max()),
+        worst_sd_ratio=_worst_sd_ratio(table),
+        w1_joint=float(w1),
+        w1_joint_baseline=float(w1_baseline),
+        khat=float(khat) if finite_khat else None,
+        khat_low=float(interval[0]) if finite_khat and interval else None,
+        khat_high=float(interval[1]) if finite_khat and interval else None,
+        khat_level=dg.KHAT_LEVEL if finite_khat else None,
+        khat_label=None if khat is None else dg.khat_label(khat),
+        khat_samples=KHAT_SAMPLES if khat is not None else 0,
+        elbo=elbo,
+        elbo_se=elbo_se,
+        log_evidence=log_ev,
+        log_evidence_se=log_ev_se,
+        log_evidence_method=method,
+        kl_gap=gap["kl_gap"],
+        kl_gap_low=gap["kl_gap_low"],
+        kl_gap_high=gap["kl_gap_high"],
+        num_parameters=len(table),
+        reference_problems=tuple(health.get("problems", [])),
+        verdict=label,
+        verdict_basis=dg.verdict_basis(table, health),
+        reasons=tuple(reasons),
+        parameter_units=units.description if units is not None else MODEL_UNITS,
+    )
+    return Comparison(table=table, summary=summary, vi=vi_idata, ref=ref, vi_draws=vi_draws,
+                      ref_draws=ref_draws, health=health, missed=missed,
                       losses=None if fit is None else fit.losses, log_weights=log_w,
-                      labels=labels)
+                      labels=labels, units=_parameter_units(vi_draws, units, vi_idata))

@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from pyrovi.guides import GUIDE_FAMILIES
+from pyrovi.guides import GUIDE_FAMILIES, GuideFamily, register_family
 from pyrovi.models._data import pick_dataset, read_json
 from pyrovi.models.spec import ModelSpec
 
@@ -93,14 +93,22 @@ def load_data(name: str | None = None) -> dict[str, Any]:
     return {"x": x, "alpha": 1.0, "beta": 1.0}
 
 
+BETA_FAMILY = register_family(GuideFamily(
+    "beta", lambda _model: beta_guide, represents_correlations=True,
+    description="hand-written Beta guide of beta_bernoulli: the exact posterior's family",
+))
+"""The hand-written :func:`beta_guide` as a guide family record (one latent: nothing to
+correlate, and the family holds the exact posterior)."""
+
 SPEC = ModelSpec(
     name="beta_bernoulli",
     model=model,
-    guides={**GUIDE_FAMILIES, "beta": lambda _model: beta_guide},
+    guides={**GUIDE_FAMILIES, BETA_FAMILY.name: BETA_FAMILY.build},
     load_data=load_data,
     simulate=simulate,
     description="Beta prior, Bernoulli likelihood (exact posterior and evidence)",
     datasets=DATASETS,
     exact_posterior=exact_posterior,
     log_evidence=log_evidence,
+    site_roles={"p": "global"},
 )

@@ -24,8 +24,9 @@ locs[K-1]`` without changing the marginal likelihood.
 from __future__ import annotations
 
 import csv
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -39,9 +40,9 @@ from pyro.distributions.transforms import OrderedTransform
 from pyro.infer import infer_discrete
 from pyro.ops.indexing import Vindex
 
-from pyrovi.guides import GUIDE_FAMILIES
+from pyrovi.guides import GUIDE_FAMILIES, GuideFamily, register_family
 from pyrovi.models._data import pick_dataset
-from pyrovi.models.spec import ModelSpec
+from pyrovi.models.spec import DataUnits, ModelSpec
 
 DATASETS = ("old_faithful", "iris")
 
@@ -50,6 +51,9 @@ _FILES: dict[str, tuple[str, tuple[str, ...], int]] = {
     "old_faithful": ("old_faithful.csv", ("eruptions", "waiting"), 2),
     "iris": ("iris.csv", ("sepal_length", "sepal_width", "petal_length", "petal_width"), 3),
 }
+
+#: Unit of every feature of a bundled data set.
+_UNITS: dict[str, str] = {"old_faithful": "min", "iris": "cm"}
 
 GUIDE_PREFIX = "gmm_guide"
 
@@ -362,18 +366,20 @@ def simulate(
     return data, truth
 
 
+@functools.cache
 def _read_raw(name: str) -> np.ndarray:
     filename, columns, _ = _FILES[name]
     text = resources.files("pyrovi.data").joinpath(filename).read_text(encoding="utf-8")
     rows = list(csv.DictReader(text.splitlines()))
-    return np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
+    raw = np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
+    raw.flags.writeable = False
+    return raw
 
 
 def feature_names(name: str | None = None) -> tuple[str, ...]:
-    """Column names of the features of a bundled data set (with units where known)."""
+    """Column names of the features of a bundled data set, with their units."""
     chosen = pick_dataset(name, DATASETS, "gmm")
-    units = {"eruptions": "eruptions (min)", "waiting": "waiting (min)"}
-    return tuple(units.get(c, f"{c} (cm)") for c in _FILES[chosen][1])
+    return tuple(f"{c} ({_UNITS[chosen]})" for c in _FILES[chosen][1])
 
 
 def standardization(name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -415,13 +421,77 @@ def unstandardize(
     return arr * sd if scale else arr * sd + mean
 
 
+def bundled_dataset(data: Mapping[str, Any]) -> str | None:
+    """Which bundled data set ``data`` holds, standardised as :func:`load_data` gives it.
+
+    Returns
+    -------
+    str or None
+        The data set's name, or None for any other data (simulated, the user's own).
+    """
+    x = data.get("x")
+    if x is None:
+        return None
+    x = torch.as_tensor(x).detach().cpu().double().numpy()
+    for name in DATASETS:
+        mean, sd = standardization(name)
+        raw = _read_raw(name)
+        if x.shape == raw.shape and np.allclose(x, (raw - mean) / sd, rtol=0.0, atol=1e-5):
+            return name
+    return None
+
+
+def data_units(data: Mapping[str, Any]) -> DataUnits | None:
+    """How draws of the mixtures on bundled data read in the data's units.
+
+    ``locs`` become ``locs * sd + mean`` and ``scales`` ``scales * sd`` per feature (the
+    data's unit, e.g. minutes), ``precisions`` (:mod:`pyrovi.models.gmm_full`) become
+    ``precisions / (sd_i sd_j)`` (unit ``1/min²``); ``weights`` (probabilities) and
+    ``corr_chol`` (correlations) have no unit and stay as they are.
+
+    Returns
+    -------
+    DataUnits or None
+        None unless ``data`` is a bundled data set (:func:`bundled_dataset`): the
+        constants of other data are not known.
+    """
+    name = bundled_dataset(data)
+    if name is None:
+        return None
+    mean, sd = standardization(name)
+    unit = _UNITS[name]
+
+    def convert(site: str, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        if site == "locs":
+            return values * sd + mean
+        if site == "scales":
+            return values * sd
+        if site == "precisions":
+            return values / np.outer(sd, sd)
+        return values
+
+    def unit_of(site: str, index: tuple[int, ...]) -> str:
+        if site in ("locs", "scales"):
+            return unit
+        if site == "precisions":
+            return f"1/{unit}²"
+        if site == "weights":
+            return "probability"
+        return "dimensionless"
+
+    names = ", ".join(feature_names(name))
+    return DataUnits(f"data units of {name}: {names}", convert, unit_of)
+
+
 def load_data(name: str | None = None) -> dict[str, Any]:
     """Bundled data, standardised per feature: ``{"x": Tensor (N, D), "K": K}``.
 
     ``old_faithful`` (default): 272 eruptions of the Old Faithful geyser, duration and
     waiting time (R ``datasets::faithful``), ``K = 2``. ``iris``: Fisher's 150 flowers,
     four measurements in cm (R ``datasets::iris``), ``K = 3``. See
-    :func:`standardization` and :func:`unstandardize` for the original units.
+    :func:`standardization` and :func:`unstandardize` for the original units;
+    :func:`pyrovi.compare` reports in them (:func:`data_units`).
     """
     chosen = pick_dataset(name, DATASETS, "gmm")
     mean, sd = standardization(chosen)
@@ -429,15 +499,23 @@ def load_data(name: str | None = None) -> dict[str, Any]:
     return {"x": torch.tensor(x, dtype=torch.float32), "K": _FILES[chosen][2]}
 
 
+MEAN_FIELD_GMM = register_family(GuideFamily(
+    "mean_field_gmm", lambda m: mean_field_guide, represents_correlations=False,
+    richer="full_rank",
+    description="hand-written mean field of gmm: Dirichlet x Normal x LogNormal",
+))
+"""The hand-written :func:`mean_field_guide` as a guide family record."""
+
 SPEC = ModelSpec(
     name="gmm",
     model=model,
-    guides={**GUIDE_FAMILIES, "mean_field_gmm": lambda m: mean_field_guide},
+    guides={**GUIDE_FAMILIES, MEAN_FIELD_GMM.name: MEAN_FIELD_GMM.build},
     load_data=load_data,
     simulate=simulate,
     description="Bayesian Gaussian mixture, assignments summed out (multimodal, label switching)",
     datasets=DATASETS,
-    mixture_sites=("weights", "locs", "scales"),
+    site_roles={"weights": "component", "locs": "component", "scales": "component"},
+    data_units=data_units,
 )
 
 SPEC_LKJ = ModelSpec(
@@ -448,5 +526,7 @@ SPEC_LKJ = ModelSpec(
     simulate=simulate,
     description="Bayesian Gaussian mixture, full covariances with LKJ-Cholesky correlations",
     datasets=DATASETS,
-    mixture_sites=("weights", "locs", "scales", "corr_chol"),
+    site_roles={"weights": "component", "locs": "component", "scales": "component",
+                "corr_chol": "component"},
+    data_units=data_units,
 )

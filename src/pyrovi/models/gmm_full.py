@@ -69,7 +69,7 @@ from torch.distributions import biject_to, transform_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import Transform
 
-from pyrovi.guides import GUIDE_FAMILIES
+from pyrovi.guides import GUIDE_FAMILIES, GuideFamily, register_family
 from pyrovi.infer import em
 from pyrovi.models import gmm
 from pyrovi.models.spec import ModelSpec
@@ -533,13 +533,22 @@ def load_data(name: str | None = None) -> dict[str, Any]:
     return gmm.load_data(name)
 
 
+CAVI_FAMILY = register_family(GuideFamily(
+    "cavi_family", lambda m: cavi_guide, represents_correlations=True, richer="flow",
+    description="hand-written guide of CAVI's family: Dirichlet x Normal-Wishart per component",
+))
+"""The hand-written :func:`cavi_guide` as a guide family record: within a component the
+Normal-Wishart couples each mean with its precision (correlations represented); the
+weights are independent of the components."""
+
 SPEC = ModelSpec(
     name="gmm_full",
     model=model,
-    guides={**GUIDE_FAMILIES, "cavi_family": lambda m: cavi_guide},
+    guides={**GUIDE_FAMILIES, CAVI_FAMILY.name: CAVI_FAMILY.build},
     load_data=load_data,
     simulate=simulate,
     description="Conjugate Bayesian GMM, full covariances (Normal-Wishart; CAVI's model)",
     datasets=DATASETS,
-    mixture_sites=("weights", "locs", "precisions"),
+    site_roles={"weights": "component", "locs": "component", "precisions": "component"},
+    data_units=gmm.data_units,
 )

@@ -63,4 +63,5 @@ SPEC = ModelSpec(
     simulate=simulate,
     description="Unstandardised linear regression (intercept-slope correlation about -0.99)",
     datasets=DATASETS,
+    site_roles={"beta": "global", "sigma": "global"},
 )

@@ -104,4 +104,5 @@ SPEC = ModelSpec(
     datasets=DATASETS,
     exact_posterior=exact_posterior,
     log_evidence=log_evidence,
+    site_roles={"mu": "global"},
 )

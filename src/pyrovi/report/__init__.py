@@ -1,4 +1,4 @@
-"""Reports: turn a :class:`~pyrovi.compare.Comparison` into HTML, Markdown, JSON and CSV.
+"""Reports: turn a :class:`~pyrovi.comparison.Comparison` into HTML, Markdown, JSON and CSV.
 
 ======================  ===============================================================
 module                  does
@@ -10,9 +10,13 @@ module                  does
 ``html``                ``report.html``: self-contained, pictures as data URIs
 ``markdown``            ``report.md``: the same content as text
 ``jsonout``             ``comparison.json`` (strict JSON) and ``table.csv``
-``text``                words and number formatting shared by HTML and Markdown
-``units``               the unit of every summary field and table column
+``text``                words, units and number formatting shared by HTML and Markdown
 ======================  ===============================================================
+
+The unit of every summary field and table column is read from
+:mod:`pyrovi.comparison` (:meth:`~pyrovi.comparison.Summary.units`,
+:data:`~pyrovi.comparison.TABLE_UNITS`), and each parameter's own unit from
+:attr:`~pyrovi.comparison.Comparison.units`.
 """
 
 from pyrovi.report.writer import REPORT_FILES, write_report

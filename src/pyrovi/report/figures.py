@@ -1,8 +1,9 @@
 """Which pictures a comparison gets, and what their alt texts and captions say.
 
-:func:`report_figures` reads a :class:`~pyrovi.compare.Comparison`, picks the data
-for each picture of :mod:`pyrovi.report.plots`, skips those that do not apply (no
-loss trace, fewer than two parameters, no k-hat) and describes each in words.
+:func:`report_figures` reads a :class:`~pyrovi.comparison.Comparison`, picks the data
+for each picture of :mod:`pyrovi.report.plots` from the draws the comparison holds
+(never drawing or extracting them again), skips those that do not apply (no loss trace,
+fewer than two parameters, no k-hat) and describes each in words, with units.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pyrovi.report import plots
 from pyrovi.report.text import fmt
 
 if TYPE_CHECKING:
-    from pyrovi.compare import Comparison
+    from pyrovi.comparison import Comparison
 
 __all__ = ["MAX_DENSITIES", "MAX_FOREST_ROWS", "ReportFigure", "report_figures", "worst_first"]
 
@@ -88,13 +89,19 @@ def _elbo(cmp: Comparison) -> ReportFigure | None:
     )
 
 
+def _named(cmp: Comparison, name: str) -> str:
+    """``name (unit)`` when the parameter has a unit of its own."""
+    return f"{name} ({cmp.units[name]})" if name in cmp.units else name
+
+
 def _densities(cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]) -> ReportFigure | None:
     names = [n for n in worst_first(cmp.table) if n in vi and n in ref][:MAX_DENSITIES]
     if not names:
         return None
     z = cmp.table["mean_error_z"]
     titles = [
-        f"{name}  (error {fmt(z[name], 2)} sd)" if np.isfinite(z[name]) else f"{name}  (error n/a)"
+        f"{_named(cmp, name)}  (error {fmt(z[name], 2)} sd)" if np.isfinite(z[name])
+        else f"{_named(cmp, name)}  (error n/a)"
         for name in names
     ]
     png = plots.density_png(vi, ref, names, titles=titles)
@@ -106,8 +113,8 @@ def _densities(cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]) -> Repo
         png,
         f"Density curves of {shown} parameters, VI in blue and reference in orange.",
         f"Marginal posterior densities, VI (blue) against the reference (orange), {shown} "
-        "parameters, the largest |mean error| first; each title gives the mean error in "
-        "reference sd.",
+        "parameters, the largest |mean error| first; each title gives the parameter's unit "
+        f"and the mean error in reference sd. Axes in {cmp.summary.parameter_units}.",
     )
 
 
@@ -117,7 +124,8 @@ def _pair(cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]) -> ReportFig
     if pair is None:
         return None
     a, b, rho = pair
-    png = plots.pair_png(dg.stack_draws(vi, [a, b]), dg.stack_draws(ref, [a, b]), (a, b))
+    png = plots.pair_png(dg.stack_draws(vi, [a, b]), dg.stack_draws(ref, [a, b]),
+                         (_named(cmp, a), _named(cmp, b)))
     return ReportFigure(
         "pair",
         "Strongest correlation",
@@ -168,8 +176,13 @@ def _khat(cmp: Comparison) -> ReportFigure | None:
     samples = cmp.summary.get("khat_samples") or (
         0 if cmp.log_weights is None else np.asarray(cmp.log_weights).size
     )
-    png = plots.khat_png(khat, cmp.log_weights)
+    low, high = _float(cmp.summary.get("khat_low")), _float(cmp.summary.get("khat_high"))
+    interval = (low, high) if low is not None and high is not None else None
+    png = plots.khat_png(khat, cmp.log_weights, interval=interval)
     value = "not finite" if khat is None else f"{khat:.2f} ({label})"
+    if interval is not None:
+        level = _float(cmp.summary.get("khat_level")) or 0.9
+        value += f", {100 * level:.0f}% bootstrap interval {low:.2f}–{high:.2f}"
     tail = ""
     if cmp.log_weights is not None:
         tail = (
@@ -184,7 +197,9 @@ def _khat(cmp: Comparison) -> ReportFigure | None:
         f"Gauge of the PSIS k-hat, {value}, against the thresholds 0.5 and 0.7.",
         f"PSIS k-hat = {value} from {samples} importance samples, against the thresholds "
         f"of Yao et al. (2018): ≤ {dg.KHAT_GOOD} good, ≤ {dg.KHAT_BAD} ok, above bad. "
-        "k-hat is itself a Monte Carlo estimate and can be noisy near a threshold." + tail,
+        "k-hat is itself a Monte Carlo estimate and can be noisy near a threshold (the grey "
+        "band is its bootstrap interval); with a healthy reference the verdict follows the "
+        "measured marginal errors, not k-hat." + tail,
     )
 
 
@@ -200,8 +215,8 @@ def report_figures(cmp: Comparison) -> list[ReportFigure]:
 
     Parameters
     ----------
-    cmp : pyrovi.compare.Comparison
-        The comparison to draw.
+    cmp : pyrovi.comparison.Comparison
+        The comparison to draw; its ``vi_draws`` and ``ref_draws`` are plotted.
 
     Returns
     -------
@@ -210,7 +225,7 @@ def report_figures(cmp: Comparison) -> list[ReportFigure]:
         (two parameters or more), standardized mean errors (when any is finite) and
         PSIS k-hat (when computed).
     """
-    vi, ref = dg.scalar_draws(cmp.vi), dg.scalar_draws(cmp.ref)
+    vi, ref = cmp.vi_draws, cmp.ref_draws
     figures = [
         _elbo(cmp),
         _densities(cmp, vi, ref),

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from pyrovi.comparison import TABLE_UNITS
 from pyrovi.diagnostics import (
     CAUTION_MEAN_ERROR_Z,
     CAUTION_SD_RATIO,
@@ -33,10 +32,9 @@ from pyrovi.report.text import (
     summary_rows,
     verdict_of,
 )
-from pyrovi.report.units import TABLE_UNITS
 
 if TYPE_CHECKING:
-    from pyrovi.compare import Comparison
+    from pyrovi.comparison import Comparison
 
 __all__ = ["render_html"]
 
@@ -108,14 +106,15 @@ def _cell_class(column: str, value: float) -> str:
     return ""
 
 
-def _table(table: pd.DataFrame) -> str:
+def _table(cmp: Comparison) -> str:
+    table = cmp.table
     head = "".join(
         f'<th>{escape(str(c))}<span class="unit">{escape(TABLE_UNITS.get(str(c), ""))}</span></th>'
         for c in table.columns
     )
     rows = []
     for name, row in table.iterrows():
-        cells = []
+        cells = [f'<td class="label">{escape(cmp.unit_of(str(name)))}</td>']
         for column, value in row.items():
             css = _cell_class(str(column), float(value))
             attr = f' class="{css}"' if css else ""
@@ -123,6 +122,7 @@ def _table(table: pd.DataFrame) -> str:
         rows.append(f'<tr><td class="name">{escape(str(name))}</td>{"".join(cells)}</tr>')
     return (
         '<table id="table"><thead><tr><th class="name">parameter</th>'
+        '<th class="name">unit</th>'
         f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -148,7 +148,7 @@ def render_html(cmp: Comparison, figures: Sequence[ReportFigure]) -> str:
 
     Parameters
     ----------
-    cmp : pyrovi.compare.Comparison
+    cmp : pyrovi.comparison.Comparison
         The comparison to render.
     figures : sequence of ReportFigure
         Pictures to embed (from :func:`pyrovi.report.figures.report_figures`).
@@ -224,9 +224,10 @@ def render_html(cmp: Comparison, figures: Sequence[ReportFigure]) -> str:
         )
     parts += [
         "<h2>Parameters</h2>",
-        '<p class="context-line">Highlighted: amber misses the trust threshold, red the '
-        "caution threshold.</p>",
-        _table(cmp.table),
+        '<p class="context-line">Means and sds in '
+        f"{escape(str(cmp.summary.get('parameter_units')))} (the unit column). Highlighted: "
+        "amber misses the trust threshold, red the caution threshold.</p>",
+        _table(cmp),
         "<h2>Reference health</h2>",
         _pairs_table(health_rows(cmp.health), "health"),
         "<h2>Context</h2>",

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pyrovi.report.text import pyrovi_version
-from pyrovi.report.units import UNITS
+from pyrovi.comparison import TABLE_UNITS
+from pyrovi.report.text import SUMMARY_UNITS, pyrovi_version
 
 if TYPE_CHECKING:
-    from pyrovi.compare import Comparison
+    from pyrovi.comparison import Comparison
 
 __all__ = ["comparison_dict", "render_csv", "render_json", "to_jsonable"]
 
@@ -70,25 +70,24 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
 
     Parameters
     ----------
-    cmp : pyrovi.compare.Comparison
+    cmp : pyrovi.comparison.Comparison
 
     Returns
     -------
     dict
         ``verdict``, ``reasons``, ``summary`` (every field of ``cmp.summary``),
-        ``units`` (field or column -> unit), ``table`` (one object per parameter with
-        ``parameter`` and the table's columns), ``reference_health``,
-        ``missed_correlations``, ``labels`` and ``pyrovi_version``.
+        ``units`` (summary field or table column -> unit), ``table`` (one object per
+        parameter with ``parameter``, its ``unit`` and the table's columns),
+        ``reference_health``, ``missed_correlations``, ``labels`` and ``pyrovi_version``.
     """
-    table = cmp.table.copy()
-    table.index = table.index.rename("parameter")
-    present = set(cmp.summary) | set(table.columns)
+    table = _with_units(cmp)
+    units = {**SUMMARY_UNITS, **TABLE_UNITS}
     return to_jsonable(
         {
             "verdict": cmp.verdict,
             "reasons": list(cmp.reasons),
             "summary": dict(cmp.summary),
-            "units": {name: unit for name, unit in UNITS.items() if name in present},
+            "units": units,
             "table": table,
             "reference_health": dict(cmp.health),
             "missed_correlations": list(cmp.missed),
@@ -98,6 +97,14 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
     )
 
 
+def _with_units(cmp: Comparison) -> pd.DataFrame:
+    """The table with its index named ``parameter`` and a ``unit`` column first."""
+    table = cmp.table.copy()
+    table.index = table.index.rename("parameter")
+    table.insert(0, "unit", [cmp.unit_of(str(name)) for name in table.index])
+    return table
+
+
 def render_json(cmp: Comparison) -> bytes:
     """``comparison.json``: :func:`comparison_dict`, strict JSON, UTF-8, indented."""
     text = json.dumps(comparison_dict(cmp), indent=2, allow_nan=False, ensure_ascii=False)
@@ -105,5 +112,6 @@ def render_json(cmp: Comparison) -> bytes:
 
 
 def render_csv(cmp: Comparison) -> bytes:
-    """``table.csv``: the comparison table with its index column named ``parameter``."""
-    return cmp.table.to_csv(index_label="parameter", lineterminator="\n").encode("utf-8")
+    """``table.csv``: the comparison table, its index column named ``parameter`` and each
+    parameter's ``unit`` (of its means and sds) beside it."""
+    return _with_units(cmp).to_csv(lineterminator="\n").encode("utf-8")

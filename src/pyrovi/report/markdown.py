@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pyrovi.comparison import TABLE_UNITS
 from pyrovi.report.text import (
     VERDICTS,
     context_rows,
@@ -17,10 +18,9 @@ from pyrovi.report.text import (
     summary_rows,
     verdict_of,
 )
-from pyrovi.report.units import TABLE_UNITS
 
 if TYPE_CHECKING:
-    from pyrovi.compare import Comparison
+    from pyrovi.comparison import Comparison
 
 __all__ = ["markdown_table", "render_markdown"]
 
@@ -58,7 +58,7 @@ def render_markdown(cmp: Comparison) -> str:
 
     Parameters
     ----------
-    cmp : pyrovi.compare.Comparison
+    cmp : pyrovi.comparison.Comparison
 
     Returns
     -------
@@ -102,15 +102,17 @@ def render_markdown(cmp: Comparison) -> str:
         ]
         lines += [markdown_table(["a", "b", "ρ reference", "ρ VI"], rows, "llrr"), ""]
     lines += ["## Parameters", ""]
-    header = ["parameter", *(str(c) for c in cmp.table.columns)]
+    header = ["parameter", "unit", *(str(c) for c in cmp.table.columns)]
     units: dict[str, list[str]] = {}
-    for column in header[1:]:
+    for column in header[2:]:
         units.setdefault(TABLE_UNITS.get(column, "as given"), []).append(column)
-    lines += ["Units: " + "; ".join(f"{', '.join(c)} in {u}" for u, c in units.items()) + ".", ""]
+    lines += ["Units: " + "; ".join(f"{', '.join(c)} in {u}" for u, c in units.items())
+              + f" (the unit column; {cmp.summary.get('parameter_units')}).", ""]
     rows = [
-        [str(name), *row] for name, row in zip(cmp.table.index, cmp.table.to_numpy(), strict=True)
+        [str(name), cmp.unit_of(str(name)), *row]
+        for name, row in zip(cmp.table.index, cmp.table.to_numpy(), strict=True)
     ]
-    lines += [markdown_table(header, rows), ""]
+    lines += [markdown_table(header, rows, "ll" + "r" * (len(header) - 2)), ""]
     lines += [
         "## Reference health",
         "",

@@ -3,7 +3,7 @@
 Every function draws on its own :class:`matplotlib.figure.Figure` attached to the
 Agg canvas (no pyplot, so no global figure registry to leak into and nothing to
 close), under a fixed style, and returns the PNG. They take plain arrays, not a
-:class:`~pyrovi.compare.Comparison`; :mod:`pyrovi.report.figures` decides which
+:class:`~pyrovi.comparison.Comparison`; :mod:`pyrovi.report.figures` decides which
 pictures a comparison gets and writes their captions.
 """
 
@@ -322,7 +322,8 @@ def mean_error_png(
         return _png(fig)
 
 
-def khat_png(khat: float | None, log_weights: np.ndarray | None = None) -> bytes:
+def khat_png(khat: float | None, log_weights: np.ndarray | None = None,
+             interval: tuple[float, float] | None = None) -> bytes:
     """PSIS k-hat against its thresholds and, given the weights, their largest values.
 
     Parameters
@@ -333,6 +334,8 @@ def khat_png(khat: float | None, log_weights: np.ndarray | None = None) -> bytes
         The importance log weights k-hat was estimated from. When given, a second
         panel shows the largest normalised weights against their rank on log-log
         axes: a Pareto tail of shape k falls on a line of slope −k.
+    interval : (float, float), optional
+        An interval of k-hat (its bootstrap interval), shaded on the gauge.
 
     Returns
     -------
@@ -352,8 +355,12 @@ def khat_png(khat: float | None, log_weights: np.ndarray | None = None) -> bytes
             gauge, tail = fig.subplots(1, 2, width_ratios=(1.1, 1))
         else:
             gauge, tail = fig.subplots(), None
-        left = min(0.0, float(khat) - 0.1) if finite else 0.0
-        right = max(1.0, float(khat) + 0.15) if finite else 1.0
+        shown_interval = (
+            interval if finite and interval is not None and all(np.isfinite(interval)) else None
+        )
+        ends = [float(khat)] + list(shown_interval or []) if finite else []
+        left = min(0.0, min(ends) - 0.1) if ends else 0.0
+        right = max(1.0, max(ends) + 0.15) if ends else 1.0
         gauge.axvspan(left, KHAT_GOOD, color=GOOD, alpha=0.25, lw=0)
         gauge.axvspan(KHAT_GOOD, KHAT_BAD, color=OK, alpha=0.25, lw=0)
         gauge.axvspan(KHAT_BAD, right, color=BAD, alpha=0.25, lw=0)
@@ -368,6 +375,9 @@ def khat_png(khat: float | None, log_weights: np.ndarray | None = None) -> bytes
                 fontsize=8,
                 transform=gauge.get_xaxis_transform(),
             )
+        if shown_interval is not None:
+            gauge.axvspan(*shown_interval, ymin=0.3, ymax=0.7, color="black", alpha=0.18,
+                          lw=0, label="bootstrap interval")
         if finite:
             gauge.axvline(float(khat), color="black", lw=3)
             gauge.text(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pyrovi.comparison import MODEL_UNITS, Summary
 from pyrovi.diagnostics import (
     CAUTION_MEAN_ERROR_Z,
     CAUTION_SD_RATIO,
@@ -25,9 +26,12 @@ from pyrovi.diagnostics import (
     TRUST_MEAN_ERROR_Z,
     TRUST_SD_RATIO,
 )
-from pyrovi.report.units import SUMMARY_UNITS
+
+SUMMARY_UNITS: dict[str, str] = Summary.units()
+"""Unit of each numeric summary field (read from :class:`~pyrovi.comparison.Summary`)."""
 
 __all__ = [
+    "SUMMARY_UNITS",
     "VERDICTS",
     "SummaryRow",
     "context_rows",
@@ -151,10 +155,19 @@ def _khat_row(summary: Mapping[str, Any]) -> SummaryRow:
             "needs a fitted guide with a density and the data; " + thresholds,
         )
     value = f"{fmt(khat, 2)} ({label})" if _finite(khat) else f"not finite ({label or 'bad'})"
+    low, high = summary.get("khat_low"), summary.get("khat_high")
+    interval = ""
+    if _finite(low) and _finite(high):
+        level = float(summary.get("khat_level") or 0.9)
+        value += f" [{fmt(low, 2)}, {fmt(high, 2)}]"
+        interval = (f"the bracket is a {100 * level:.0f}% bootstrap interval over those draws; ")
+    basis = str(summary.get("verdict_basis") or "")
+    role = ("with a healthy reference the verdict follows the measured marginal errors, and "
+            "k-hat is reported beside them; " if basis == "reference" else "")
     note = (
         f"from {samples} importance samples of the guide; k-hat is itself a Monte Carlo "
         f"estimate from these {samples} draws and can be noisy, so a value near a threshold "
-        f"may fall on the other side with another seed; {thresholds}"
+        f"may fall on the other side with another seed; {interval}{role}{thresholds}"
     )
     return SummaryRow("PSIS k-hat", value, SUMMARY_UNITS["khat"], note)
 
@@ -165,13 +178,14 @@ def summary_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
     Parameters
     ----------
     summary : mapping
-        :attr:`pyrovi.compare.Comparison.summary`; missing keys show as ``n/a``.
+        :attr:`pyrovi.comparison.Comparison.summary` (or a dict with its keys); missing
+        keys show as ``n/a``.
 
     Returns
     -------
     list of SummaryRow
-        Mean error, sd ratio, joint W1, ELBO, log evidence, KL gap, k-hat and the
-        number of parameters, in this order.
+        Mean error, sd ratio, joint W1, ELBO, log evidence, KL gap, k-hat, the number of
+        parameters and the units of the table's means and sds, in this order.
     """
     get = summary.get
     method = str(get("log_evidence_method") or "none")
@@ -226,6 +240,13 @@ def summary_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
             SUMMARY_UNITS["num_parameters"],
             "scalar parameters present in both posteriors",
         ),
+        SummaryRow(
+            "Units of means and sds",
+            str(get("parameter_units") or MODEL_UNITS),
+            "",
+            "the parameter table's means and sds, and the density and pair plots, are in "
+            "these units; the ELBO, log p(x) and KL gap are of the data as the model sees it",
+        ),
     ]
 
 
@@ -247,7 +268,7 @@ def context_rows(labels: Mapping[str, Any]) -> list[tuple[str, str]]:
     Parameters
     ----------
     labels : mapping
-        :attr:`pyrovi.compare.Comparison.labels`.
+        :attr:`pyrovi.comparison.Comparison.labels`.
 
     Returns
     -------

@@ -13,7 +13,7 @@ from pyrovi.report.jsonout import render_csv, render_json
 from pyrovi.report.markdown import render_markdown
 
 if TYPE_CHECKING:
-    from pyrovi.compare import Comparison
+    from pyrovi.comparison import Comparison
 
 __all__ = ["REPORT_FILES", "write_report"]
 
@@ -41,7 +41,7 @@ def write_report(cmp: Comparison, out_dir: str | os.PathLike[str]) -> dict[str, 
 
     Parameters
     ----------
-    cmp : pyrovi.compare.Comparison
+    cmp : pyrovi.comparison.Comparison
         The comparison to report.
     out_dir : str or os.PathLike
         Directory of the report; it and its parent are created when missing.

@@ -96,4 +96,4 @@ def test_every_registered_model_loads_fits_and_samples(name: str) -> None:
     latent = {n for n, s in trace.nodes.items() if s["type"] == "sample"
               and not s["is_observed"] and not site_is_subsample(s)}
     assert latent <= set(draws.data_vars)
-    assert set(spec.mixture_sites) <= set(draws.data_vars)
+    assert set(spec.site_roles) <= set(draws.data_vars)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pyrovi import diagnostics as dg
-from pyrovi.compare import Comparison
+from pyrovi.comparison import Comparison, Summary
 from pyrovi.report import REPORT_FILES, plots, write_report, writer
 from pyrovi.report.jsonout import to_jsonable
 from pyrovi.report.text import fmt
@@ -28,6 +28,9 @@ SUMMARY_KEYS = (
     "w1_joint",
     "w1_joint_baseline",
     "khat",
+    "khat_low",
+    "khat_high",
+    "khat_level",
     "khat_label",
     "khat_samples",
     "elbo",
@@ -41,9 +44,11 @@ SUMMARY_KEYS = (
     "num_parameters",
     "reference_problems",
     "verdict",
+    "verdict_basis",
     "reasons",
+    "parameter_units",
 )
-"""Every key compare() puts in Comparison.summary (copied from pyrovi/compare.py)."""
+"""Every field of :class:`pyrovi.comparison.Summary`, in order."""
 
 
 def make_comparison(
@@ -88,10 +93,11 @@ def make_comparison(
         "num_draws": draws,
         "problems": [] if healthy else ["3 divergent transitions"],
     }
-    log_weights = losses = khat = None
+    log_weights = losses = khat = interval = None
     if with_fit:
         log_weights = rng.standard_t(4, size=2000) * 0.5 - 10.0
         khat = dg.psis_khat(log_weights)
+        interval = dg.psis_khat_interval(log_weights, num_bootstrap=50)
         steps = np.arange(300)
         losses = 100.0 + 400.0 * np.exp(-steps / 40.0) + rng.normal(0, 3, size=300)
         losses[5] = np.inf  # a diverged step must not break the trace
@@ -105,6 +111,9 @@ def make_comparison(
         "w1_joint": np.float64(0.41),
         "w1_joint_baseline": np.float64(0.3),
         "khat": None if khat is None else float(khat),
+        "khat_low": None if interval is None else interval[0],
+        "khat_high": None if interval is None else interval[1],
+        "khat_level": None if interval is None else 0.9,
         "khat_label": None if khat is None else dg.khat_label(khat),
         "khat_samples": 2000 if khat is not None else 0,
         "elbo": -101.5 if with_fit else float("nan"),
@@ -118,26 +127,31 @@ def make_comparison(
         "num_parameters": np.int64(len(table)),
         "reference_problems": list(health["problems"]),
         "verdict": verdict,
+        "verdict_basis": "reference" if healthy else "reference and k-hat",
         "reasons": reasons,
+        "parameter_units": "data units of simulated: mu (min)",
     }
-    assert set(summary) == set(SUMMARY_KEYS)
+    assert tuple(summary) == SUMMARY_KEYS
     labels = {
         "model": "normal_normal",
         "guide": "mean_field",
         "data": "simulated",
         "relabelling": "hungarian matching on component means",
     }
+    units = {name: "min" for name in table.index if name.startswith("mu")}
     return Comparison(
         table=table,
-        summary=summary,
-        reasons=reasons,
+        summary=Summary.from_mapping(summary),
         vi=vi,
         ref=ref,
+        vi_draws=vi_draws,
+        ref_draws=ref_draws,
         health=health,
         missed=missed,
         losses=losses,
         log_weights=log_weights,
         labels=labels,
+        units=units,
     )
 
 
@@ -255,10 +269,14 @@ def test_json_is_strict_and_complete(report: dict[str, Path], comparison: Compar
     assert data["units"]["w1_joint"] == "reference sd (standardized)"
     assert [row["parameter"] for row in data["table"]] == list(comparison.table.index)
     first = data["table"][0]
-    assert set(first) == {"parameter", *dg.TABLE_COLUMNS}
+    assert set(first) == {"parameter", "unit", *dg.TABLE_COLUMNS}
+    assert first["unit"] == "min"
+    assert data["summary"]["parameter_units"] == "data units of simulated: mu (min)"
+    assert data["summary"]["khat_low"] <= data["summary"]["khat"] <= data["summary"]["khat_high"]
     assert first["mean_vi"] == pytest.approx(comparison.table["mean_vi"].iloc[0])
     constant = next(row for row in data["table"] if row["parameter"] == "c")
     assert constant["mean_error_z"] is None  # 0 / 0
+    assert constant["unit"] == "model units"
     assert data["reference_health"]["problems"] == ["3 divergent transitions"]
     assert data["missed_correlations"] and data["missed_correlations"][0]["a"] == "mu[0]"
     assert data["labels"]["guide"] == "mean_field"
@@ -266,9 +284,10 @@ def test_json_is_strict_and_complete(report: dict[str, Path], comparison: Compar
 
 
 def test_csv_round_trips(report: dict[str, Path], comparison: Comparison) -> None:
-    assert report["csv"].read_text().splitlines()[0].startswith("parameter,mean_vi,")
+    assert report["csv"].read_text().splitlines()[0].startswith("parameter,unit,mean_vi,")
     back = pd.read_csv(report["csv"], index_col="parameter")
-    pd.testing.assert_frame_equal(back, comparison.table)
+    assert list(back["unit"]) == [comparison.unit_of(n) for n in comparison.table.index]
+    pd.testing.assert_frame_equal(back.drop(columns="unit"), comparison.table)
 
 
 def test_markdown_has_the_verdict_reasons_and_table(
@@ -285,6 +304,8 @@ def test_markdown_has_the_verdict_reasons_and_table(
         assert f"| {name} |" in text
     assert "data:image" not in text
     assert "nats" in text and "method: exact" in text
+    assert "| parameter | unit |" in text and "| mu[0] | min |" in text
+    assert "data units of simulated: mu (min)" in text
 
 
 @pytest.mark.parametrize("word", ["trust", "reject"])
@@ -314,7 +335,8 @@ def test_crash_midway_keeps_the_previous_report(
     # report.html is written first, so this fails halfway through the files
     monkeypatch.setattr(writer, "render_markdown", boom)
     with pytest.raises(RuntimeError, match="renderer crashed"):
-        write_report(dataclasses.replace(comparison, reasons=["changed"]), out)
+        changed = dataclasses.replace(comparison.summary, reasons=("changed",))
+        write_report(dataclasses.replace(comparison, summary=changed), out)
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert _leftovers(out) == []
@@ -430,3 +452,43 @@ def test_to_jsonable_and_fmt() -> None:
     assert fmt(float("nan")) == "n/a" and fmt(None) == "n/a"
     assert fmt(float("-inf")) == "−∞" and fmt(np.int64(7)) == "7"
     assert fmt(-1.23456) == "−1.235" and fmt(1e-7) == "1e−07"
+
+
+def test_summary_is_a_typed_record_that_reads_as_a_dict(comparison: Comparison) -> None:
+    summary = comparison.summary
+    assert isinstance(summary, Summary)
+    assert summary["verdict"] == summary.verdict == comparison.verdict == "caution"
+    assert summary["khat"] == summary.khat and summary.get("nope", 7) == 7
+    assert tuple(summary.keys()) == SUMMARY_KEYS and len(summary) == len(SUMMARY_KEYS)
+    assert dict(summary) == summary.as_dict() == {**summary}
+    assert "kl_gap" in summary and "verdict" in summary.keys()
+    with pytest.raises(KeyError):
+        summary["no_such_field"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        summary.verdict = "trust"  # type: ignore[misc]
+    assert Summary.from_mapping(dict(summary)) == summary
+    units = Summary.units()
+    assert units["kl_gap"] == "nats" and units["max_abs_mean_error_z"] == "reference sd"
+    assert "verdict" not in units
+    # a plain dict given to Comparison becomes the record
+    again = dataclasses.replace(comparison, summary=dict(summary))
+    assert isinstance(again.summary, Summary) and again.reasons == comparison.reasons
+
+
+def test_html_shows_units_and_the_khat_interval(report: dict[str, Path]) -> None:
+    text = report["html"].read_text(encoding="utf-8")
+    assert '<th class="name">unit</th>' in text
+    assert '<td class="name">mu[0]</td><td class="label">min</td>' in text
+    assert "bootstrap interval" in text
+
+
+def test_comparison_module_imports_no_other_pyrovi_module() -> None:
+    import ast
+
+    import pyrovi.comparison
+
+    tree = ast.parse(Path(pyrovi.comparison.__file__).read_text(encoding="utf-8"))
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names]
+    imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert not [name for name in imported if name.startswith("pyrovi")], imported
