@@ -36,7 +36,8 @@ def test_mean_field_is_flagged_for_the_missed_correlation(regression_reference) 
     cmp = pyrovi.compare(fit, regression_reference)
     assert cmp.summary["verdict"] != "trust"
     reason = next(r for r in cmp.reasons if "correlation" in r)
-    assert "beta[0]" in reason and "beta[1]" in reason and "full_rank" in reason
+    assert "beta[0]" in reason and "beta[1]" in reason
+    assert "the mean_field guide cannot represent" in reason and "try low_rank" in reason
     # mean field on a Gaussian with correlation rho has sd ratio sqrt(1 - rho^2) ~ 0.15
     assert cmp.table.loc["beta[1]", "sd_ratio"] < 0.3
     assert cmp.summary["khat"] > 0.7
@@ -96,6 +97,45 @@ def test_inference_data_against_a_loaded_reference(tmp_path) -> None:
     assert list(cmp.table.index) == ["theta[0]", "theta[1]"]
     assert cmp.summary["verdict"] == "trust"
     assert cmp.summary["khat"] is None and np.isnan(cmp.summary["elbo"])
+
+
+@pytest.fixture(scope="module")
+def exact_reference() -> az.InferenceData:
+    """Exact posterior draws of normal_normal on eight schools: a healthy reference."""
+    import torch
+
+    torch.manual_seed(0)
+    post = normal_normal.exact_posterior(normal_normal.load_data())["mu"]
+    return az.from_dict(posterior={"mu": post.sample((2, 2000)).double().numpy()})
+
+
+def test_accurate_fit_with_a_khat_of_075_is_trusted(exact_reference, monkeypatch) -> None:
+    """The over-caution defect: an accurate fit whose k-hat lands at 0.75 is trusted when a
+    healthy reference shows it accurate, and the reasons say k-hat disagrees."""
+    from pyrovi import diagnostics as dg
+
+    data = normal_normal.load_data()
+    fit = pyrovi.fit(normal_normal.model, data, guide="mean_field", num_steps=1000)
+    monkeypatch.setattr(dg, "psis_khat", lambda log_w: 0.75)
+    monkeypatch.setattr(dg, "psis_khat_interval", lambda log_w, seed=0: (0.66, 0.85))
+    cmp = pyrovi.compare(fit, exact_reference)
+    assert cmp.summary["max_abs_mean_error_z"] <= 0.1, cmp.table
+    assert 0.9 <= cmp.table["sd_ratio"].min() and cmp.table["sd_ratio"].max() <= 1.1
+    assert cmp.summary["verdict"] == "trust", cmp.reasons
+    assert cmp.summary["verdict_basis"] == "reference"
+    assert cmp.summary["khat"] == 0.75
+    assert (cmp.summary["khat_low"], cmp.summary["khat_high"]) == (0.66, 0.85)
+    assert any("k-hat 0.75" in r and "disagrees with the reference" in r for r in cmp.reasons)
+
+
+def test_a_mean_error_of_03_sd_is_never_trusted(exact_reference) -> None:
+    post = exact_reference.posterior["mu"].values
+    vi = post.reshape(1, -1, 8).copy()  # the reference itself, one mean moved by 0.3 sd
+    vi[..., 3] += 0.3 * post[..., 3].std(ddof=1)
+    cmp = pyrovi.compare(az.from_dict(posterior={"mu": vi}), exact_reference)
+    assert cmp.summary["max_abs_mean_error_z"] == pytest.approx(0.3, abs=1e-9)
+    assert cmp.summary["verdict"] == "caution"
+    assert "mean of mu[3] is 0.3 reference sd away" in cmp.reasons[0]
 
 
 def test_no_common_parameters_is_an_error() -> None:
