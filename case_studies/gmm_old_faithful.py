@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import arviz as az
 import matplotlib
 
 matplotlib.use("Agg")
@@ -27,9 +26,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
 import pyrovi  # noqa: E402
-from pyrovi.diagnostics import relabel_pair  # noqa: E402
 from pyrovi.infer import em  # noqa: E402
 from pyrovi.models import gmm, gmm_full  # noqa: E402
+
+if TYPE_CHECKING:
+    import arviz as az
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +54,7 @@ def _posterior_means(idata: az.InferenceData) -> dict[str, np.ndarray]:
 
 
 def _covariances(means: dict[str, np.ndarray]) -> np.ndarray:
-    """Component covariances (standardised units) from posterior means of either model."""
+    """Component covariances (data units) from posterior means of either model."""
     if "scales" in means:
         return np.stack([np.diag(s**2) for s in means["scales"]])
     return np.linalg.inv(means["precisions"])  # plug-in: inverse of the mean precision
@@ -69,8 +70,8 @@ def _ellipse(ax: plt.Axes, loc: np.ndarray, cov: np.ndarray, **style: object) ->
 
 def plot_ellipses(raw: np.ndarray, fits: dict[str, az.InferenceData], data_name: str,
                   path: Path) -> None:
-    """Scatter the data in its units with each method's 2-sd component ellipses."""
-    mean, sd = gmm.standardization(data_name)
+    """Scatter the data with each method's 2-sd component ellipses, all in the data's units
+    (the draws of :func:`pyrovi.compare` already are)."""
     fig, ax = plt.subplots(figsize=(7, 5.5))
     ax.scatter(raw[:, 0], raw[:, 1], s=8, color="0.6", label="data")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -78,9 +79,8 @@ def plot_ellipses(raw: np.ndarray, fits: dict[str, az.InferenceData], data_name:
         means = _posterior_means(idata)
         covs = _covariances(means)
         for k, loc in enumerate(means["locs"]):
-            _ellipse(ax, loc * sd[:2] + mean[:2], covs[k][:2, :2] * np.outer(sd[:2], sd[:2]),
-                     color=colour, lw=1.8, ls="--" if "NUTS" in label else "-",
-                     label=label if k == 0 else None)
+            _ellipse(ax, loc[:2], covs[k][:2, :2], color=colour, lw=1.8,
+                     ls="--" if "NUTS" in label else "-", label=label if k == 0 else None)
     names = gmm.feature_names(data_name)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
@@ -91,10 +91,9 @@ def plot_ellipses(raw: np.ndarray, fits: dict[str, az.InferenceData], data_name:
     plt.close(fig)
 
 
-def _row(method: str, model: str, cmp: pyrovi.Comparison, data_name: str) -> dict[str, object]:
+def _row(method: str, model: str, cmp: pyrovi.Comparison) -> dict[str, object]:
     s = cmp.summary
-    means = _posterior_means(cmp.vi)
-    locs = gmm.unstandardize(means["locs"], data_name)
+    means = _posterior_means(cmp.vi)  # in the data's units: compare converted the draws
     return {
         "method": method,
         "model": model,
@@ -103,7 +102,7 @@ def _row(method: str, model: str, cmp: pyrovi.Comparison, data_name: str) -> dic
         "worst sd ratio": round(s["worst_sd_ratio"], 3),
         "KL gap (nats)": None if np.isnan(s["kl_gap"]) else round(s["kl_gap"], 3),
         "weights": np.round(means["weights"], 3).tolist(),
-        "locs (data units)": np.round(locs, 2).tolist(),
+        "locs (data units)": np.round(means["locs"], 2).tolist(),
     }
 
 
@@ -133,7 +132,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
                          seed=args.seed)
         cmp = pyrovi.compare(fit, ref, labels={"model": "gmm", "data": args.data})
         cmp.write(out / f"gmm_{guide}")
-        rows.append(_row(guide, "gmm (diagonal)", cmp, args.data))
+        rows.append(_row(guide, "gmm (diagonal)", cmp))
         shown[f"{guide} (gmm)"] = cmp.vi
         shown.setdefault("NUTS (gmm)", cmp.ref)
 
@@ -143,7 +142,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
     cmp = pyrovi.compare(cavi_draws, ref_full, model=gmm_full.model, data=data,
                          labels={"model": "gmm_full", "data": args.data, "guide": "cavi"})
     cmp.write(out / "gmm_full_cavi")
-    row = _row("CAVI", "gmm_full (conjugate)", cmp, args.data)
+    row = _row("CAVI", "gmm_full (conjugate)", cmp)
     row["CAVI ELBO (nats)"] = round(cavi.elbo, 3)
     rows.append(row)
     shown["CAVI (gmm_full)"] = cmp.vi
@@ -155,7 +154,8 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
         f"# Gaussian mixtures on {args.data}\n\n"
         + _markdown(table)
         + "\n\nComponents are relabelled to the NUTS reference's order before comparison "
-          "(per-draw permutation to a pivot). Reports: `gmm_mean_field/`, `gmm_full_rank/`, "
+          "(per-draw permutation to a pivot). Means and sds are in the data's units "
+          "(minutes for Old Faithful). Reports: `gmm_mean_field/`, `gmm_full_rank/`, "
           "`gmm_full_cavi/`; figure: `ellipses.png`.\n",
         encoding="utf-8")
     raw = gmm.unstandardize(data["x"].numpy(), args.data)
@@ -163,8 +163,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
     key = "NUTS (gmm)"
     for label in list(aligned):  # one component order across methods, for the colours
         if label != key and "scales" in aligned[label].posterior:
-            aligned[label], _, _ = relabel_pair(aligned[label], aligned[key],
-                                                ("weights", "locs", "scales"))
+            aligned[label], _, _ = gmm.SPEC.align(aligned[label], aligned[key])
     plot_ellipses(raw, aligned, args.data, out / "ellipses.png")
     print(table.to_string(index=False))
     print(f"wrote {out / 'summary.md'} and {out / 'ellipses.png'}")
@@ -172,5 +171,4 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    warnings.filterwarnings("ignore", category=FutureWarning)
     main(parse_args(sys.argv[1:]))

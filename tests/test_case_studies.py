@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).parents[1]
@@ -26,3 +28,9 @@ def test_gmm_old_faithful_quick(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     summary = (out / "summary.md").read_text()
     assert "CAVI" in summary and "full_rank" in summary and "mean_field" in summary
+    # component means in minutes (waiting times 43 - 96), not standardised units
+    table = pd.read_csv(out / "summary.csv")
+    for locs in table["locs (data units)"]:
+        waiting = [row[1] for row in json.loads(locs)]
+        assert all(40 < w < 100 for w in waiting), locs
+    assert "in the data's units" in summary
