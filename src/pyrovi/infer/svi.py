@@ -136,8 +136,8 @@ def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
         if isinstance(model, torch.nn.Module):
             found.update({f"model.{k}": v for k, v in model.named_parameters()})
         return found
-    with poutine.trace(param_only=True) as capture:
-        Trace_ELBO().loss(model, guide, **data)
+    with poutine.trace(param_only=True) as capture, pyro.validation_enabled(False):
+        Trace_ELBO().loss(model, guide, **data)  # a NaN loss still finds the parameters
     found = {}
     for name, site in capture.trace.nodes.items():
         value = site["value"]
@@ -357,7 +357,7 @@ class SVIRun:
         for start in starts:
             for step_size in step_sizes:
                 candidates.append((start, step_size))
-        best = None
+        best, failure = None, None
         for start, step_size in candidates:
             pyro.clear_param_store()
             pyro.set_rng_seed(self.seed)
@@ -373,8 +373,8 @@ class SVIRun:
                     for _ in range(WINDOW):
                         self.step()
                     elbo = self._estimate(TRIAL_PARTICLES)[0]
-                except NonFiniteLossError:
-                    elbo = -math.inf
+                except NonFiniteLossError as exc:
+                    elbo, failure = -math.inf, exc
                 self.history["trial"].append({
                     "start": start.source if start is not None else "none",
                     "lr": step_size, "elbo": elbo, "start_elbo": elbo0})
@@ -382,6 +382,8 @@ class SVIRun:
                 elbo = 0.0
             if best is None or elbo > best[0]:
                 best = (elbo, self._snapshot(), start, state0, elbo0)
+        if failure is not None and best[0] == -math.inf:
+            raise failure  # no candidate made a single finite step
         _, snapshot, start, start_state, start_elbo = best
         trials = list(self.history["trial"])
         self._restore_snapshot(snapshot, guide)
@@ -613,8 +615,8 @@ class SVIRun:
         """
         with self._context():
             with self._averaged():
-                guide = self._detached_guide()
                 state = guide_state(self.guide)
+            guide = self._guide_from_state(state)
             elbo, se = estimate_elbo(self.model, guide, self.data, seed=self.seed) \
                 if self.batches is None else self._estimate(ELBO_ESTIMATE_PARTICLES)
             start_used = False
@@ -635,12 +637,8 @@ class SVIRun:
             num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=self.start_name,
             history=history)
 
-    def _detached_guide(self) -> Any:
-        if isinstance(self.guide, torch.nn.Module):
-            return copy.deepcopy(self.guide)
-        return self.guide
-
     def _guide_from_state(self, state: dict[str, torch.Tensor]) -> Any:
+        """A new guide holding ``state`` (the run's own guide is left as it is)."""
         if not isinstance(self.guide, torch.nn.Module):
             return self.guide
         guide = self.family.empty(self.model, state) if self.family else copy.deepcopy(

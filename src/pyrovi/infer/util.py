@@ -86,7 +86,7 @@ def model_trace(model: Callable[..., Any], data: Mapping[str, Any]) -> poutine.T
     """One trace of ``model(**data)``, latent sites at their initial values (prior median,
     or a feasible point where the prior cannot be sampled), nothing recorded elsewhere."""
     init_model = InitMessenger(init_to_median_or_feasible)(model)
-    with poutine.block(), torch.no_grad():
+    with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
         return poutine.trace(init_model).get_trace(**data)
 
 
@@ -203,7 +203,7 @@ def guide_log_weights(
 def plate_nesting(model: Callable[..., Any], guide: Callable[..., Any],
                   data: Mapping[str, Any]) -> int:
     """How many plate dimensions ``model(**data)`` and ``guide(**data)`` use at most."""
-    with torch.no_grad(), poutine.block():
+    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
         guide_tr, model_tr = _traces(model, guide, dict(data))
     return max(_max_plate_nesting(guide_tr), _max_plate_nesting(model_tr))
 
@@ -217,7 +217,7 @@ def batch_safe(model: Callable[..., Any], guide: Callable[..., Any], data: Mappi
     wrong under a particle plate, and this catches them.
     """
     data = dict(data)
-    with torch.no_grad(), poutine.block():
+    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
         guide_tr, model_tr = _traces(model, guide, data)
         nesting = max(_max_plate_nesting(guide_tr), _max_plate_nesting(model_tr))
         shapes = {name: site["value"].shape for name, site in _sample_sites(guide_tr)}
