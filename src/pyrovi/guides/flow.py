@@ -12,6 +12,8 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from pyro.infer import autoguide
 
+from pyrovi.guides.gaussian import init_to_median_or_feasible
+
 
 class FixedAffine(TransformModule):
     """The fixed map ``z = loc + scale_tril @ u``, kept as buffers so it is saved with the
@@ -57,11 +59,25 @@ def _flow_transform(
     return T.ComposeTransformModule(layers)
 
 
+class NormalizingFlow(autoguide.AutoNormalizingFlow):
+    """Pyro's ``AutoNormalizingFlow``, set up at the prior median or a feasible point
+    without drawing from the prior (Stan's flat priors, ported as ``ImproperUniform``,
+    cannot be drawn from)."""
+
+    def __init__(self, model: Callable[..., Any],
+                 init_transform_fn: Callable[[int], Any]) -> None:
+        autoguide.AutoContinuous.__init__(self, model,
+                                          init_loc_fn=init_to_median_or_feasible)
+        self._init_transform_fn = init_transform_fn
+        self.transform = None
+        self._prototype_tensor = torch.tensor(0.0)
+
+
 def flow(
     model: Callable[..., Any],
     loc: torch.Tensor | None = None,
     scale_tril: torch.Tensor | None = None,
-) -> autoguide.AutoNormalizingFlow:
+) -> NormalizingFlow:
     """Normalising flow: two IAF layers (a rational-quadratic spline for 1-D latents).
 
     Parameters
@@ -72,7 +88,7 @@ def flow(
         A Gaussian start in the unconstrained space (e.g. a Laplace approximation): the
         flow is preconditioned by the fixed affine map ``z = loc + scale_tril @ u``.
     """
-    return autoguide.AutoNormalizingFlow(
+    return NormalizingFlow(
         model, functools.partial(_flow_transform, loc=loc, scale_tril=scale_tril)
     )
 

@@ -36,7 +36,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import autoguide
-from pyro.infer.autoguide.initialization import init_to_feasible, init_to_median
+from pyro.infer.autoguide.initialization import init_to_median
 from torch import nn
 from torch.distributions import biject_to
 
@@ -49,10 +49,19 @@ def init_to_median_or_feasible(site: dict[str, Any], num_samples: int = 15) -> t
     try:
         value = init_to_median(site, num_samples=num_samples)
     except (NotImplementedError, RuntimeError, ValueError):
-        return init_to_feasible(site)
+        return feasible_point(site)
     if not torch.isfinite(value).all():
-        return init_to_feasible(site)
+        return feasible_point(site)
     return value
+
+
+def feasible_point(site: dict[str, Any]) -> torch.Tensor:
+    """The image of zero in the unconstrained space: a point of the support found without
+    drawing from the prior (which an ``ImproperUniform`` cannot do)."""
+    fn = site["fn"]
+    transform = biject_to(fn.support)
+    shape = transform.inverse_shape(fn.batch_shape + fn.event_shape)
+    return transform(torch.zeros(shape)).detach()
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import torch
-from pyro.infer.mcmc.util import initialize_model
+from pyro import poutine
+from torch.distributions import biject_to
 
-from pyrovi.guides import GaussianStart, init_to_median_or_feasible, initial_start
+from pyrovi.guides import GaussianStart, initial_start
+from pyrovi.infer.util import model_trace
 
 MAP_RESTARTS = 4
 LAPLACE_MAX_DIM = 1000
@@ -33,13 +35,19 @@ def potential(model: Callable[..., Any], data: dict[str, Any], start: GaussianSt
               ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``u -> -log p(x, T(u)) - log |det J_T(u)|`` for the flat unconstrained vector ``u``
     laid out as ``start.sites``."""
-    _, potential_fn, _, _ = initialize_model(
-        model, model_kwargs=data, init_strategy=init_to_median_or_feasible)
+    trace = model_trace(model, data)
+    transforms = {name: biject_to(trace.nodes[name]["fn"].support) for name in start.sites}
 
     def fn(u: torch.Tensor) -> torch.Tensor:
-        params = {name: u[lo:hi].reshape(shape)
-                  for name, (lo, hi, shape) in start.sites.items()}
-        return potential_fn(params)
+        values, log_det = {}, u.new_zeros(())
+        for name, (lo, hi, shape) in start.sites.items():
+            x = u[lo:hi].reshape(shape)
+            values[name] = transforms[name](x)
+            log_det = log_det + transforms[name].log_abs_det_jacobian(x, values[name]).sum()
+        conditioned = poutine.condition(model, data=values)
+        with poutine.block():
+            log_joint = poutine.trace(conditioned).get_trace(**data).log_prob_sum()
+        return -(log_joint + log_det)
 
     return fn
 
