@@ -613,6 +613,13 @@ class SVIRun:
         converged : bool, optional
             Overrides the schedule's own flag (a fixed step count is complete).
         """
+        rng = get_rng_state()
+        try:
+            return self._result(converged)
+        finally:
+            set_rng_state(rng)
+
+    def _result(self, converged: bool | None) -> SVIFit:
         with self._context():
             with self._averaged():
                 state = guide_state(self.guide)
