@@ -202,7 +202,7 @@ def compare(
         method = f"iwae (K={IWAE_K}, {len(log_w) // IWAE_K} batches)"
     gap = dg.kl_gap(log_ev, elbo, log_ev_se, elbo_se)
 
-    represents, richer = _family(labels.get("guide"))
+    represents, richer = _family(fit.guide_name if fit is not None else labels.get("guide"))
     label, reasons = dg.verdict(table, khat=khat, khat_interval=interval, missed=missed,
                                 health=health, represents_correlations=represents,
                                 richer=richer, guide_name=labels.get("guide"))

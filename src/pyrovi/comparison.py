@@ -34,15 +34,15 @@ MODEL_UNITS = "model units"
 """Unit label of a parameter reported on the scale the model works on."""
 
 TABLE_UNITS: dict[str, str] = {
-    "mean_vi": "parameter units",
-    "mean_ref": "parameter units",
-    "sd_vi": "parameter units",
-    "sd_ref": "parameter units",
+    "mean_vi": "the parameter's unit",
+    "mean_ref": "the parameter's unit",
+    "sd_vi": "the parameter's unit",
+    "sd_ref": "the parameter's unit",
     "mean_error_z": "reference sd",
     "sd_ratio": "ratio (sd_vi / sd_ref)",
     "w1_std": "reference sd",
 }
-"""Unit of each column of :attr:`Comparison.table` ("parameter units": see
+"""Unit of each column of :attr:`Comparison.table` ("the parameter's unit": see
 :attr:`Comparison.units`)."""
 
 

@@ -355,6 +355,8 @@ def _missed_reasons(missed: list[Mapping[str, Any]], explained: set[tuple[str, s
 
 
 def _khat_text(khat: float, interval: Interval | None) -> str:
+    if khat == float("-inf"):
+        return "-inf (constant weights)"
     text = _num(khat, 2)
     if interval is not None and all(np.isfinite(interval)):
         text += f" (interval {_num(interval[0], 2)}–{_num(interval[1], 2)})"

@@ -107,7 +107,8 @@ def render_markdown(cmp: Comparison) -> str:
     for column in header[2:]:
         units.setdefault(TABLE_UNITS.get(column, "as given"), []).append(column)
     lines += ["Units: " + "; ".join(f"{', '.join(c)} in {u}" for u, c in units.items())
-              + f" (the unit column; {cmp.summary.get('parameter_units')}).", ""]
+              + f". The unit column gives each parameter's unit "
+              f"({cmp.summary.get('parameter_units')}).", ""]
     rows = [
         [str(name), cmp.unit_of(str(name)), *row]
         for name, row in zip(cmp.table.index, cmp.table.to_numpy(), strict=True)
