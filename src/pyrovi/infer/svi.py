@@ -385,9 +385,10 @@ class SVIRun:
         if failure is not None and best[0] == -math.inf:
             raise failure  # no candidate made a single finite step
         _, snapshot, start, start_state, start_elbo = best
-        trials = list(self.history["trial"])
+        trials, evals = list(self.history["trial"]), self.num_grad_evals
         self._restore_snapshot(snapshot, guide)
         self.start_state, self.start_elbo, self.history["trial"] = start_state, start_elbo, trials
+        self.num_grad_evals = evals  # every trial's steps count
 
     # -- snapshots: the run's whole state as tensors and plain values -------------------
 
