@@ -20,9 +20,10 @@ PATH is a local posteriordb tree (a directory holding ``posterior_database/``, o
 directory itself; the env variable ``POSTERIORDB`` works too). Only the posteriors' JSON,
 data, and reference draws of the ported posteriors are read.
 
-``--write-fixtures`` copies the data and thinned reference draws of ``--posteriors`` into
-``tests/fixtures/posteriordb/<posterior>/``; ``--write-baselines`` runs only the baseline
-on those fixtures' data and writes their ``baseline.json``.
+``--stein`` prints the Stein check of the ports (``ports.stein_check``) at the full
+reference draws. ``--write-fixtures`` copies the data and thinned reference draws of
+``--posteriors`` into ``tests/fixtures/posteriordb/<posterior>/``; ``--write-baselines``
+runs only the baseline on those fixtures' data and writes their ``baseline.json``.
 """
 
 from __future__ import annotations
@@ -359,6 +360,24 @@ def write_fixture_baseline(name: str, guides: list[str], steps: int, seed: int,
     return path
 
 
+# ----------------------------------------------------------------------------- Stein
+
+
+def stein_table(pdb_root: str | Path, names: list[str]) -> pd.DataFrame:
+    """The Stein check of every port at its full reference draws: one row per posterior."""
+    ports = load_ports()
+    rows = []
+    for name in tqdm(names, desc="stein", dynamic_ncols=True):
+        _, data, ref_path = ports.load_posterior(pdb_root, name)
+        table = ports.stein_check(ports.POSTERIORS[name], data, ports.read_draws(ref_path))
+        worst = table.attrs["max_abs_z"]
+        rows.append({"posterior": name, "dimension": int((table["identity"] == "grad").sum()),
+                     "draws": int(table["n"].iloc[0]), "max_abs_z_grad": worst["grad"],
+                     "max_abs_z_scale": worst["scale"],
+                     "pass": max(worst.values()) < ports.STEIN_Z_MAX})
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -373,6 +392,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-steps", type=int, default=BASELINE_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="posteriordb_results.csv", help="CSV of the table")
+    parser.add_argument("--stein", action="store_true",
+                        help="only run the Stein check of the ports against the full "
+                             "reference draws and print its table")
     parser.add_argument("--write-fixtures", action="store_true",
                         help="copy data and thinned reference draws of --posteriors from "
                              "--posteriordb into tests/fixtures/posteriordb")
@@ -399,6 +421,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     unknown = [n for n in names if n not in ports.POSTERIORS]
     if unknown:
         raise SystemExit(f"not ported: {unknown}; ported: {', '.join(ports.POSTERIORS)}")
+    if args.stein:
+        if not args.posteriordb:
+            raise SystemExit("--stein needs --posteriordb PATH (or POSTERIORDB)")
+        table = stein_table(args.posteriordb, names)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        return table
     if args.write_fixtures:
         if not args.posteriordb or not args.posteriors:
             raise SystemExit("--write-fixtures needs --posteriordb and --posteriors")
