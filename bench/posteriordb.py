@@ -202,8 +202,7 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
         row["grad_pyrovi"] = int(getattr(fit, "num_grad_evals", len(fit.losses)))
         dtype = getattr(fit, "dtype", None)
         fit_data = load_ports().as_dtype(data, dtype) if dtype is not None else data
-        with pyro.settings.context(module_local_params=getattr(fit, "module_local_params",
-                                                               False)):
+        with load_ports().fit_context(fit):
             row["elbo_pyrovi"], row["se_pyrovi"] = elbo_estimate(port.model, fit.guide,
                                                                  fit_data, seed=seed)
             cmp = pyrovi.compare(fit, ref, seed=seed)

@@ -44,10 +44,11 @@ tempered density). A port passes when every |z| of both is below :data:`STEIN_Z_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ __all__ = [
     "Port",
     "as_dtype",
     "find_posteriordb",
+    "fit_context",
     "load_posterior",
     "read_draws",
     "read_pdb_json",
@@ -200,6 +202,30 @@ def as_dtype(data: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
     """The same keyword data with every floating tensor cast to ``dtype``."""
     return {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
             for k, v in data.items()}
+
+
+@contextlib.contextmanager
+def fit_context(fit: Any) -> Iterator[None]:
+    """Evaluate a ``pyrovi.fit`` result's guide as the fit did.
+
+    Torch's default dtype is set to ``fit.dtype`` (when the fit has one): Pyro's flows
+    create default-dtype tensors inside their inverse, which break a float64 guide
+    otherwise. Pyro's ``module_local_params`` is set to the fit's, so the guide reads
+    its own parameters, not the global param store.
+    """
+    dtype = getattr(fit, "dtype", None)
+    before = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        local = getattr(fit, "module_local_params", None)
+        if local is None:
+            yield
+        else:
+            with pyro.settings.context(module_local_params=local):
+                yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 # ----------------------------------------------------------------------------- models

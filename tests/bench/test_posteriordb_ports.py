@@ -209,7 +209,7 @@ def test_fit_reaches_plain_pyro_elbo(name, family):
     fit = pyrovi.fit(port.model, data, guide=family)
     dtype = getattr(fit, "dtype", None)
     fit_data = ports.as_dtype(data, dtype) if dtype is not None else data
-    with pyro.settings.context(module_local_params=getattr(fit, "module_local_params", False)):
+    with ports.fit_context(fit):  # the fit's dtype and parameter store
         elbo, se = estimate_elbo(port.model, fit.guide, fit_data, num_particles=ELBO_PARTICLES,
                                  seed=0)
     se_diff = math.hypot(se, base["se"])
