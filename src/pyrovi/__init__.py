@@ -1,7 +1,8 @@
 """pyrovi: variational inference you can check, on top of Pyro.
 
 The public API (see ``shared/DESIGN.md``): the model registry (:func:`list_models`,
-:func:`get_model`), the SVI fit (:func:`fit`, :class:`SVIFit`, :func:`load_fit`), the NUTS
+:func:`get_model`), the SVI fit (:func:`fit`, the step-level :class:`SVIRun`, :class:`SVIFit`,
+:func:`load_fit`), the NUTS
 reference (:func:`nuts`, :func:`load_reference`) and the comparison (:func:`compare`,
 :class:`Comparison`).
 """
@@ -9,12 +10,12 @@ reference (:func:`nuts`, :func:`load_reference`) and the comparison (:func:`comp
 from pyrovi import quiet  # noqa: F401  first: silences ArviZ's refactor notice before arviz loads
 from pyrovi.compare import Comparison, compare
 from pyrovi.guides import GUIDE_FAMILIES, make_guide
-from pyrovi.infer import ConvergenceWarning, NonFiniteLossError, SVIFit, fit, load_fit
+from pyrovi.infer import ConvergenceWarning, NonFiniteLossError, SVIFit, SVIRun, fit, load_fit
 from pyrovi.infer.nuts import ReferenceQualityWarning, nuts
 from pyrovi.models import ModelSpec, get_model, list_models
 from pyrovi.references import ReferenceFormatError, load_reference
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GUIDE_FAMILIES",
@@ -25,6 +26,7 @@ __all__ = [
     "ReferenceFormatError",
     "ReferenceQualityWarning",
     "SVIFit",
+    "SVIRun",
     "compare",
     "fit",
     "get_model",
