@@ -260,12 +260,16 @@ class AutoWhitenedNormal(autoguide.AutoContinuous):
                 return
             marginal = start.marginal_std
             self.precond.copy_(marginal)
-            # in units of the marginal sds: q = S (F F^T + I) S with S the conditional sds
-            # and F the leading eigenvectors of what the diagonal leaves unexplained
+            # in units of the marginal sds: q = S (F F^T + I) S with S the conditional sds,
+            # shrunk just enough that what they leave unexplained is positive semidefinite,
+            # and F its leading eigenvectors (exact at full rank)
             cond = start.conditional_std / marginal
             corr_tril = start.scale_tril / marginal[:, None]
-            residual = (corr_tril @ corr_tril.T) / (cond[:, None] * cond[None, :])
-            residual -= torch.eye(len(cond), dtype=cond.dtype, device=cond.device)
+            scaled = (corr_tril @ corr_tril.T) / (cond[:, None] * cond[None, :])
+            shrink = 0.95 * min(1.0, float(torch.linalg.eigvalsh(scaled).min()))
+            cond = cond * shrink**0.5
+            residual = scaled / shrink - torch.eye(len(cond), dtype=cond.dtype,
+                                                   device=cond.device)
             eigval, eigvec = torch.linalg.eigh(residual)
             top = eigval.flip(0)[: self.rank].clamp(min=0.0)
             factor = eigvec.flip(1)[:, : self.rank] * top.sqrt()
