@@ -4,10 +4,12 @@ The fit runs in windows of ``WINDOW`` steps; the guide's coordinates are re-cent
 the current q at the start of every window, so the step size is in units of q's own sds.
 At the end of each window the schedule looks at the window means of the loss:
 
-1. **Plateau.** The last window is not significantly below the window before it, nor
-   below the window three back (significance by the windows' own noise): the step size is
-   halved. A plateau can only be declared once two windows have run at the current step
-   size, so a halving is always judged on evidence gathered at that step size.
+1. **Plateau.** A least-squares line through the losses run at the current step size
+   (the last ``TREND_WINDOWS`` windows at most) no longer falls significantly: the step
+   size is halved. A trend over hundreds of steps sees a slow, steady climb of the ELBO
+   that the noise of any one window hides (a GP's length scale drifting under a noisy
+   Poisson likelihood). A plateau is only judged once ``MIN_WINDOWS_AT_LR`` windows have
+   run at the current step size, on evidence gathered at that step size.
 2. **More particles late.** From the ``PARTICLES_FROM_PLATEAU``-th plateau on, each
    halving also doubles the particles per step (up to ``MAX_PARTICLES``): a smaller step
    needs a less noisy gradient to keep making progress.
@@ -32,17 +34,12 @@ PLATEAUS_TO_STOP = 4
 PARTICLES_FROM_PLATEAU = 2
 MAX_PARTICLES = 8
 TREND_WINDOWS = 5
+MIN_WINDOWS_AT_LR = 3
 DEFAULT_MAX_STEPS = 20_000
 
 
 class ConvergenceWarning(UserWarning):
     """The fit hit its step cap before the smoothed ELBO stopped improving."""
-
-
-def significantly_lower(earlier: np.ndarray, later: np.ndarray) -> bool:
-    """Is the mean loss of ``later`` below that of ``earlier`` beyond their noise?"""
-    noise = math.sqrt((earlier.var() + later.var()) / len(later))
-    return earlier.mean() - later.mean() > 2.0 * noise + 1e-9 * abs(earlier.mean())
 
 
 def still_falling(losses: np.ndarray) -> bool:
@@ -91,12 +88,10 @@ class Schedule:
     def end_of_window(self, losses: list[float], adapt_particles: bool = True) -> bool:
         """Update after a complete window; returns True when the step size changed."""
         self.windows_at_lr += 1
-        if self.windows_at_lr < 2 or len(losses) < 4 * WINDOW:
+        if self.windows_at_lr < MIN_WINDOWS_AT_LR:
             return False
-        last = np.asarray(losses[-WINDOW:])
-        one_back = np.asarray(losses[-2 * WINDOW:-WINDOW])
-        three_back = np.asarray(losses[-4 * WINDOW:-3 * WINDOW])
-        if significantly_lower(one_back, last) or significantly_lower(three_back, last):
+        recent = np.asarray(losses[-min(self.windows_at_lr, TREND_WINDOWS) * WINDOW:])
+        if still_falling(recent):
             return False
         self.plateaus += 1
         self.plateau_steps.append(len(losses))

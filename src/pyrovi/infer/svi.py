@@ -9,8 +9,11 @@ that are badly scaled, strongly correlated, skewed or hierarchical:
    (where Pyro's autoguides start). A Laplace start is decisive on badly scaled
    regressions and misleading on funnels; trying both costs little.
 2. **Step-size trial.** From each start, ``WINDOW`` steps at each of the family's
-   candidate step sizes (Stan ADVI's eta adaptation); the (start, step size) pair with
-   the best ELBO, estimated with the same draws for all, goes on.
+   candidate step sizes (Stan ADVI's eta adaptation); each start's best step size then
+   runs under the schedule until its second plateau, and the start with the best ELBO
+   (estimated with the same draws for all) goes on. A mode can sit in a worse basin than the one
+   SVI finds from the prior (hierarchical and GP posteriors): the longer second stage
+   tells them apart, where a short one favours whichever start is already close.
 3. **Preconditioned steps.** Guides that can (:mod:`pyrovi.guides.gaussian`) re-centre
    their coordinates on the current q at the start of every window, so a step size of
    0.1 moves about a tenth of a posterior sd in any direction, whatever the units or
@@ -96,6 +99,10 @@ STEP_SIZES = (0.3, 0.1, 0.03)
 RAW_STEP_SIZES = (0.03, 0.01, 0.003)
 """Candidate step sizes for guides without preconditioning (flows, hand-written guides)."""
 TRIAL_PARTICLES = 200
+STAGE_TWO_PLATEAUS = 2
+STAGE_TWO_MAX_WINDOWS = 15
+"""Each start's best step size runs until its ``STAGE_TWO_PLATEAUS``-th plateau (at most
+``STAGE_TWO_MAX_WINDOWS`` windows) before the starts are compared."""
 MAX_REJECTIONS = 20
 CHECKPOINT_VERSION = 1
 
@@ -328,6 +335,7 @@ class SVIRun:
             if laplace is not None:
                 starts.append(laplace)
         if init in ("auto", "prior") or not starts:
+            pyro.set_rng_seed(self.seed)  # the prior median is taken from prior draws
             starts.append(initial_start(self.model, self.data))
         return starts
 
@@ -352,42 +360,58 @@ class SVIRun:
             and self.family.name != "flow"
         step_sizes = (lr,) if lr is not None else (
             STEP_SIZES if preconditioned else RAW_STEP_SIZES)
-        max_particles = max(8, num_particles)
-        candidates = []
-        for start in starts:
+        trials: list[dict[str, Any]] = []
+        finalists: dict[int, tuple[float, dict[str, Any], Any, dict[str, Any], float]] = {}
+        failure = None
+        several = len(starts) * len(step_sizes) > 1
+        for i, start in enumerate(starts):  # stage 1: every (start, step size), one window
             for step_size in step_sizes:
-                candidates.append((start, step_size))
-        best, failure = None, None
-        for start, step_size in candidates:
-            pyro.clear_param_store()
-            pyro.set_rng_seed(self.seed)
-            self.start_name = start.source if start is not None else "none"
-            self.schedule = Schedule(lr=step_size, num_particles=num_particles,
-                                     max_particles=max_particles)
-            self._setup_guide(self._build(start, guide))
-            state0 = guide_state(self.guide)
-            elbo0 = self._estimate(TRIAL_PARTICLES)[0] if len(candidates) > 1 else -math.inf
-            self.losses, self.history["lr"], self.history["num_particles"] = [], [], []
-            if len(candidates) > 1:
+                pyro.clear_param_store()
+                pyro.set_rng_seed(self.seed)
+                self.start_name = start.source if start is not None else "none"
+                self.schedule = Schedule(lr=step_size, num_particles=num_particles,
+                                         max_particles=max(8, num_particles))
+                self._setup_guide(self._build(start, guide))
+                state0 = guide_state(self.guide)
+                elbo0 = self._estimate(TRIAL_PARTICLES)[0] if several else -math.inf
+                self.losses, self.history["lr"], self.history["num_particles"] = [], [], []
+                elbo = 0.0
+                if several:
+                    try:
+                        for _ in range(WINDOW):
+                            self.step()
+                        elbo = self._estimate(TRIAL_PARTICLES)[0]
+                    except NonFiniteLossError as exc:
+                        elbo, failure = -math.inf, exc
+                    trials.append({"stage": 1, "start": self.start_name, "lr": step_size,
+                                   "elbo": elbo, "start_elbo": elbo0})
+                if i not in finalists or elbo > finalists[i][0]:
+                    finalists[i] = (elbo, self._snapshot(), start, state0, elbo0)
+        if failure is not None and max(f[0] for f in finalists.values()) == -math.inf:
+            raise failure  # no candidate made a single finite step
+        evals = self.num_grad_evals
+        if len(finalists) > 1:  # stage 2: each start's best step size goes on a while
+            for i, (elbo, snapshot, start, state0, elbo0) in list(finalists.items()):
+                if elbo == -math.inf:
+                    continue
+                self._restore_snapshot(snapshot, guide)
+                self.num_grad_evals = evals
                 try:
-                    for _ in range(WINDOW):
+                    while self.schedule.plateaus < STAGE_TWO_PLATEAUS \
+                            and self.num_steps < STAGE_TWO_MAX_WINDOWS * WINDOW:
                         self.step()
                     elbo = self._estimate(TRIAL_PARTICLES)[0]
-                except NonFiniteLossError as exc:
-                    elbo, failure = -math.inf, exc
-                self.history["trial"].append({
-                    "start": start.source if start is not None else "none",
-                    "lr": step_size, "elbo": elbo, "start_elbo": elbo0})
-            else:
-                elbo = 0.0
-            if best is None or elbo > best[0]:
-                best = (elbo, self._snapshot(), start, state0, elbo0)
-        if failure is not None and best[0] == -math.inf:
-            raise failure  # no candidate made a single finite step
-        _, snapshot, start, start_state, start_elbo = best
-        trials, evals = list(self.history["trial"]), self.num_grad_evals
+                except NonFiniteLossError:
+                    elbo = -math.inf
+                evals = self.num_grad_evals
+                trials.append({"stage": 2, "start": self.start_name,
+                               "lr": snapshot["schedule"]["lr"], "elbo": elbo,
+                               "start_elbo": elbo0})
+                finalists[i] = (elbo, self._snapshot(), start, state0, elbo0)
+        _, snapshot, _, start_state, start_elbo = max(finalists.values(), key=lambda f: f[0])
         self._restore_snapshot(snapshot, guide)
-        self.start_state, self.start_elbo, self.history["trial"] = start_state, start_elbo, trials
+        self.start_state, self.start_elbo = start_state, start_elbo
+        self.history["trial"] = trials
         self.num_grad_evals = evals  # every trial's steps count
 
     # -- snapshots: the run's whole state as tensors and plain values -------------------
