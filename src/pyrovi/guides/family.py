@@ -58,6 +58,11 @@ class GuideFamily:
         ``state_dict``; by default ``build``.
     takes_steps : bool
         False where the start is the answer and SVI takes no steps (``laplace``).
+    prior_start : bool
+        Whether ``init="auto"`` also tries the model's initial point when a Laplace start
+        exists. False for flows: IAF layers learning in the raw coordinates of a badly
+        scaled posterior can reach numerically broken densities (their inverse is
+        iterative), so a flow starts from the Laplace approximation when there is one.
     amortized : bool
         An encoder maps each data point to its local latents' q.
     description : str
@@ -71,6 +76,7 @@ class GuideFamily:
     start: Callable[[Model, dict[str, Any], GaussianStart], Any] | None = None
     rebuild: Callable[[Model, dict[str, torch.Tensor]], Any] | None = None
     takes_steps: bool = True
+    prior_start: bool = True
     amortized: bool = False
     description: str = ""
 
@@ -184,7 +190,7 @@ BUILT_IN = (
                 start=lambda m, d, g: _started(AutoWhitenedNormal(m), d, g),
                 description="Gaussian with a dense covariance"),
     GuideFamily("flow", flow, represents_correlations=True, start=_flow_start,
-                rebuild=_flow_rebuild,
+                rebuild=_flow_rebuild, prior_start=False,
                 description="normalizing flow (two IAF layers) after a Gaussian start"),
     GuideFamily("map", lambda m: autoguide.AutoDelta(m, init_loc_fn=init_to_median_or_feasible),
                 represents_correlations=False, start=_map_start,

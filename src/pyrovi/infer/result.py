@@ -34,6 +34,8 @@ from pyrovi.infer.util import (
 
 FORMAT_VERSION = 2
 ELBO_ESTIMATE_PARTICLES = 1000
+NUMERICAL_FAILURE = 1e8
+"""Log importance weights above this are numerical failures of a density."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,11 @@ def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: di
     The ELBO is the mean of the log importance weights ``log p(x, z) - log q(z)`` over
     ``z ~ q`` (vectorised when the model allows). A point-mass guide (``map``) has no
     density; its "ELBO" is the log joint at the point, as Trace_ELBO computes it.
+
+    A non-finite log weight, or one above ``NUMERICAL_FAILURE`` (no posterior puts that
+    much mass where a sensible guide puts little: it is a broken density, e.g. a flow's
+    iterative inverse diverging), gives ``(-inf, inf)``: no estimate, rather than an
+    absurd one.
     """
     try:
         logw = guide_log_weights(model, guide, data, num_samples=num_particles, seed=seed)
@@ -219,8 +226,7 @@ def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: di
         pyro.set_rng_seed(seed)
         with torch.no_grad():
             return -float(Trace_ELBO().loss(model, guide, **data)), 0.0
-    finite = np.isfinite(logw)
-    if not finite.all():
+    if not np.isfinite(logw).all() or logw.max() > NUMERICAL_FAILURE:
         return float("-inf"), float("inf")
     return float(np.mean(logw)), float(np.std(logw, ddof=1) / math.sqrt(len(logw)))
 

@@ -334,7 +334,7 @@ class SVIRun:
             self.history["laplace"] = why or "ok"
             if laplace is not None:
                 starts.append(laplace)
-        if init in ("auto", "prior") or not starts:
+        if init == "prior" or not starts or (init == "auto" and self.family.prior_start):
             pyro.set_rng_seed(self.seed)  # the prior median is taken from prior draws
             starts.append(initial_start(self.model, self.data))
         return starts
