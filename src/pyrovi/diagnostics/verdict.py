@@ -203,8 +203,10 @@ def verdict(
         reasons.extend(_missed_reasons(missed, explained, guide, accurate=False))
     if marginals.skipped:
         s = "s" if marginals.skipped > 1 else ""
-        reasons.append(f"{marginals.skipped} parameter{s} could not be compared "
-                       "(zero or undefined reference sd)")
+        reasons.append(
+            f"{marginals.skipped} parameter{s} could not be compared "
+            "(zero or undefined reference sd)"
+        )
     return level, reasons
 
 
@@ -266,8 +268,9 @@ class _Marginals:
             f"[{low}, {high}] (worst {_num(self.worst_sd, 2)}, {self.worst_sd_name})"
         )
 
-    def problems(self, missed: list[Mapping[str, Any]], guide: _Guide,
-                 explained: set[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    def problems(
+        self, missed: list[Mapping[str, Any]], guide: _Guide, explained: set[tuple[str, str]]
+    ) -> tuple[list[str], list[str]]:
         """Sentences for the failed checks: (forcing a reject, the others)."""
         severe: list[str] = []
         mild: list[str] = []
@@ -277,8 +280,10 @@ class _Marginals:
             if pair is not None and guide.represents is not True:
                 explained.add((pair["a"], pair["b"]))
                 verb = "cannot represent" if guide.represents is False else "misses"
-                text += (f": {guide.who} {verb} the posterior correlation of {pair['a']} and "
-                         f"{pair['b']} (ρ = {float(pair['rho_ref']):.2f}); {guide.suggestion}")
+                text += (
+                    f": {guide.who} {verb} the posterior correlation of {pair['a']} and "
+                    f"{pair['b']} (ρ = {float(pair['rho_ref']):.2f}); {guide.suggestion}"
+                )
             elif self.worst_sd < 1:
                 text += ": the guide is overconfident (posterior too narrow)"
             else:
@@ -290,13 +295,14 @@ class _Marginals:
                 text += f"; {others} other parameter{have} outside [{low}, {high}]"
             (severe if self.caution_sd_fail.any() else mild).append(text)
         if self.worst_z > TRUST_MEAN_ERROR_Z:
-            text = (f"mean of {self.worst_z_name} is {_num(self.worst_z)} reference sd away "
-                    "from the reference")
+            text = (
+                f"mean of {self.worst_z_name} is {_num(self.worst_z)} reference sd away "
+                "from the reference"
+            )
             others = int((self.abs_z > TRUST_MEAN_ERROR_Z).sum()) - 1
             if others:
                 are = "s are" if others > 1 else " is"
-                text += (f"; {others} other parameter{are} off by more than "
-                         f"{TRUST_MEAN_ERROR_Z} sd")
+                text += f"; {others} other parameter{are} off by more than {TRUST_MEAN_ERROR_Z} sd"
             (severe if self.worst_z > CAUTION_MEAN_ERROR_Z else mild).append(text)
         return severe, mild
 
@@ -304,48 +310,63 @@ class _Marginals:
 def _by_khat(khat: float, interval: Interval | None) -> tuple[str, list[str]]:
     if not khat <= TRUST_KHAT:
         return "caution", [_khat_bad(khat, interval) + " (no reference to check against)"]
-    text = (f"PSIS k-hat {_khat_text(khat, interval)} <= {TRUST_KHAT}: the guide covers the "
-            "posterior as far as importance weights can tell (no reference to check against)")
+    text = (
+        f"PSIS k-hat {_khat_text(khat, interval)} <= {TRUST_KHAT}: the guide covers the "
+        "posterior as far as importance weights can tell (no reference to check against)"
+    )
     if interval is not None and interval[1] > TRUST_KHAT:
         text += f"; the interval reaches above {TRUST_KHAT}, so this is near the threshold"
     return "trust", [text]
 
 
 def _khat_bad(khat: float, interval: Interval | None) -> str:
-    return (f"PSIS k-hat {_khat_text(khat, interval)} > {TRUST_KHAT}: importance weights are "
-            "heavy tailed, the guide misses posterior mass")
+    return (
+        f"PSIS k-hat {_khat_text(khat, interval)} > {TRUST_KHAT}: importance weights are "
+        "heavy tailed, the guide misses posterior mass"
+    )
 
 
 def _khat_disagrees_accurate(khat: float, interval: Interval | None) -> str:
-    text = (f"PSIS k-hat {_khat_text(khat, interval)} is above {TRUST_KHAT} and disagrees "
-            "with the reference, which shows every marginal accurate; the verdict follows the "
-            "reference, as k-hat is a noisy estimate from the largest few weights")
+    text = (
+        f"PSIS k-hat {_khat_text(khat, interval)} is above {TRUST_KHAT} and disagrees "
+        "with the reference, which shows every marginal accurate; the verdict follows the "
+        "reference, as k-hat is a noisy estimate from the largest few weights"
+    )
     if interval is not None and interval[0] > TRUST_KHAT:
-        text += (f"; the whole interval is above {TRUST_KHAT}, so the far tails or the joint "
-                 "shape of q are likely off: check tail probabilities and functions of "
-                 "several parameters against the reference")
+        text += (
+            f"; the whole interval is above {TRUST_KHAT}, so the far tails or the joint "
+            "shape of q are likely off: check tail probabilities and functions of "
+            "several parameters against the reference"
+        )
     return text
 
 
 def _khat_disagrees_inaccurate(khat: float, interval: Interval | None) -> str:
-    return (f"PSIS k-hat {_khat_text(khat, interval)} <= {TRUST_KHAT} disagrees with the "
-            "reference and does not flag these errors: weights stay light tailed when q is "
-            "wider than the posterior or shifted within it; the reference measures the "
-            "errors directly")
+    return (
+        f"PSIS k-hat {_khat_text(khat, interval)} <= {TRUST_KHAT} disagrees with the "
+        "reference and does not flag these errors: weights stay light tailed when q is "
+        "wider than the posterior or shifted within it; the reference measures the "
+        "errors directly"
+    )
 
 
-def _missed_reasons(missed: list[Mapping[str, Any]], explained: set[tuple[str, str]],
-                    guide: _Guide, accurate: bool) -> list[str]:
+def _missed_reasons(
+    missed: list[Mapping[str, Any]], explained: set[tuple[str, str]], guide: _Guide, accurate: bool
+) -> list[str]:
     rest = [m for m in missed if (m["a"], m["b"]) not in explained]
     if not rest:
         return []
     first = rest[0]
-    text = (f"the guide misses the posterior correlation of {first['a']} and {first['b']} "
-            f"(ρ = {float(first['rho_ref']):.2f} in the reference, "
-            f"{float(first['rho_vi']):.2f} in the guide)")
+    text = (
+        f"the guide misses the posterior correlation of {first['a']} and {first['b']} "
+        f"(ρ = {float(first['rho_ref']):.2f} in the reference, "
+        f"{float(first['rho_vi']):.2f} in the guide)"
+    )
     if accurate:
-        text += (": every marginal is accurate, but quantities combining these parameters "
-                 "(sums, differences, predictions) are not")
+        text += (
+            ": every marginal is accurate, but quantities combining these parameters "
+            "(sums, differences, predictions) are not"
+        )
     if guide.represents is False:
         text += f"; {guide.who} cannot represent correlations, {guide.suggestion}"
     if len(rest) > 1:

@@ -100,7 +100,8 @@ def _densities(cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]) -> Repo
         return None
     z = cmp.table["mean_error_z"]
     titles = [
-        f"{_named(cmp, name)}  (error {fmt(z[name], 2)} sd)" if np.isfinite(z[name])
+        f"{_named(cmp, name)}  (error {fmt(z[name], 2)} sd)"
+        if np.isfinite(z[name])
         else f"{_named(cmp, name)}  (error n/a)"
         for name in names
     ]
@@ -124,8 +125,9 @@ def _pair(cmp: Comparison, vi: dict[str, Any], ref: dict[str, Any]) -> ReportFig
     if pair is None:
         return None
     a, b, rho = pair
-    png = plots.pair_png(dg.stack_draws(vi, [a, b]), dg.stack_draws(ref, [a, b]),
-                         (_named(cmp, a), _named(cmp, b)))
+    png = plots.pair_png(
+        dg.stack_draws(vi, [a, b]), dg.stack_draws(ref, [a, b]), (_named(cmp, a), _named(cmp, b))
+    )
     return ReportFigure(
         "pair",
         "Strongest correlation",

@@ -106,9 +106,13 @@ def render_markdown(cmp: Comparison) -> str:
     units: dict[str, list[str]] = {}
     for column in header[2:]:
         units.setdefault(TABLE_UNITS.get(column, "as given"), []).append(column)
-    lines += ["Units: " + "; ".join(f"{', '.join(c)} in {u}" for u, c in units.items())
-              + f". The unit column gives each parameter's unit "
-              f"({cmp.summary.get('parameter_units')}).", ""]
+    lines += [
+        "Units: "
+        + "; ".join(f"{', '.join(c)} in {u}" for u, c in units.items())
+        + f". The unit column gives each parameter's unit "
+        f"({cmp.summary.get('parameter_units')}).",
+        "",
+    ]
     rows = [
         [str(name), cmp.unit_of(str(name)), *row]
         for name, row in zip(cmp.table.index, cmp.table.to_numpy(), strict=True)

@@ -322,8 +322,11 @@ def mean_error_png(
         return _png(fig)
 
 
-def khat_png(khat: float | None, log_weights: np.ndarray | None = None,
-             interval: tuple[float, float] | None = None) -> bytes:
+def khat_png(
+    khat: float | None,
+    log_weights: np.ndarray | None = None,
+    interval: tuple[float, float] | None = None,
+) -> bytes:
     """PSIS k-hat against its thresholds and, given the weights, their largest values.
 
     Parameters
@@ -376,8 +379,15 @@ def khat_png(khat: float | None, log_weights: np.ndarray | None = None,
                 transform=gauge.get_xaxis_transform(),
             )
         if shown_interval is not None:
-            gauge.axvspan(*shown_interval, ymin=0.3, ymax=0.7, color="black", alpha=0.18,
-                          lw=0, label="bootstrap interval")
+            gauge.axvspan(
+                *shown_interval,
+                ymin=0.3,
+                ymax=0.7,
+                color="black",
+                alpha=0.18,
+                lw=0,
+                label="bootstrap interval",
+            )
         if finite:
             gauge.axvline(float(khat), color="black", lw=3)
             gauge.text(

@@ -160,10 +160,14 @@ def _khat_row(summary: Mapping[str, Any]) -> SummaryRow:
     if _finite(low) and _finite(high):
         level = float(summary.get("khat_level") or 0.9)
         value += f" [{fmt(low, 2)}, {fmt(high, 2)}]"
-        interval = (f"the bracket is a {100 * level:.0f}% bootstrap interval over those draws; ")
+        interval = f"the bracket is a {100 * level:.0f}% bootstrap interval over those draws; "
     basis = str(summary.get("verdict_basis") or "")
-    role = ("with a healthy reference the verdict follows the measured marginal errors, and "
-            "k-hat is reported beside them; " if basis == "reference" else "")
+    role = (
+        "with a healthy reference the verdict follows the measured marginal errors, and "
+        "k-hat is reported beside them; "
+        if basis == "reference"
+        else ""
+    )
     note = (
         f"from {samples} importance samples of the guide; k-hat is itself a Monte Carlo "
         f"estimate from these {samples} draws and can be noisy, so a value near a threshold "
