@@ -190,3 +190,13 @@ def test_full_rank_matches_nuts_on_the_badly_scaled_regression() -> None:
         warnings.simplefilter("ignore")
         rho = np.corrcoef(draws["beta"].reshape(4000, 2).numpy().T)[0, 1]
     assert rho < -0.95
+
+
+def test_a_fit_never_returns_worse_than_its_start() -> None:
+    """The Laplace start is the exact posterior here; steps of 3 sds can only make q worse,
+    so the fit hands back its start, at the exact log evidence."""
+    data = normal_normal.load_data()
+    fit = pyrovi.fit(normal_normal.model, data, guide="full_rank", lr=3.0, init="laplace",
+                     num_steps=100)
+    assert fit.history["returned_start"] and fit.start == "laplace"
+    assert normal_normal.log_evidence(data) - fit.elbo < 0.01
