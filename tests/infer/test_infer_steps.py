@@ -92,7 +92,7 @@ def test_batch_size_must_match_the_models_plate() -> None:
 
 def test_step_api_gives_the_same_losses_as_fit() -> None:
     data = normal_normal.load_data()
-    run = SVIRun(normal_normal.model, data, guide="full_rank", seed=2)
+    run = SVIRun(normal_normal.model, data, guide="full_rank", seed=2, second_stage=False)
     start = run.num_steps
     early = None
     for i in range(250):

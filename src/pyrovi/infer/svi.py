@@ -201,6 +201,9 @@ class SVIRun:
     resume : str or path, optional
         A checkpoint written by :meth:`save` for the same arguments: the run continues
         from it exactly (no trial is rerun).
+    second_stage : bool
+        Run each start to its second plateau before choosing between the starts (the
+        default); False chooses after the one-window first stage.
 
     Examples
     --------
@@ -226,6 +229,7 @@ class SVIRun:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         resume: str | Path | None = None,
+        second_stage: bool = True,
     ) -> None:
         if elbo not in ELBO_FAMILIES:
             raise ValueError(f"unknown elbo {elbo!r}; choose one of {', '.join(ELBO_FAMILIES)}")
@@ -254,6 +258,7 @@ class SVIRun:
         self.history: dict[str, Any] = {"lr": [], "num_particles": [], "trial": []}
         self.step_in_window = 0
         self.rejections = 0
+        self.second_stage = second_stage
         with self._context():
             self.data = as_tensor_data(data, self.dtype, self.device)
             self.batches = self._batches(batch_size)
@@ -390,7 +395,7 @@ class SVIRun:
         if failure is not None and max(f[0] for f in finalists.values()) == -math.inf:
             raise failure  # no candidate made a single finite step
         evals = self.num_grad_evals
-        if len(finalists) > 1:  # stage 2: each start's best step size goes on a while
+        if len(finalists) > 1 and self.second_stage:  # stage 2: each start goes on a while
             for i, (elbo, snapshot, start, state0, elbo0) in list(finalists.items()):
                 if elbo == -math.inf:
                     continue
@@ -722,8 +727,9 @@ def fit(
         ``renyi`` (with ``alpha``), or the JIT variants ``jit``, ``jit_mean_field``,
         ``jit_graph``.
     num_steps : int or None
-        Fixed number of SVI steps after the start trial; ``None`` runs until the stopping
-        rule of :mod:`pyrovi.infer.schedule` fires (at most ``max_steps``, with a
+        Fixed number of SVI steps after the start trial (whose second, longer stage is
+        then skipped); ``None`` runs until the stopping rule of
+        :mod:`pyrovi.infer.schedule` fires (at most ``max_steps``, with a
         :class:`ConvergenceWarning` at the cap).
     lr : float or None
         Initial step size; by default chosen by a short trial among the family's
@@ -779,7 +785,8 @@ def fit(
     path = Path(checkpoint) if checkpoint is not None else None
     resume = path if path is not None and path.exists() else None
     run = SVIRun(model, data, guide, elbo, lr, num_particles, seed, init=init, alpha=alpha,
-                 batch_size=batch_size, device=device, dtype=dtype, resume=resume)
+                 batch_size=batch_size, device=device, dtype=dtype, resume=resume,
+                 second_stage=num_steps is None and num_epochs is None)
     if run.family is not None and not run.family.takes_steps:
         return run.result(converged=True)
     start_steps = len(run.losses) if resume is None else run.history.get("start_steps", 0)
