@@ -20,10 +20,6 @@ guide                        family      P                   covariance of q
 :class:`AutoWhitenedNormal`  full_rank   lower triangular    dense
 ==========================  ==========  ==================  =============================
 
-The low-rank guide's mean, whose steps need no low-rank structure, moves in the
-coordinates of q's whole covariance (up to ``DENSE_LOC_MAX_DIM`` dimensions), so a mean
-on a narrow correlated ridge converges as fast as in the full-rank guide.
-
 ``MeanFieldNormal`` stays an ``AutoNormal`` (per-site, so it handles subsampled local
 latents); its preconditioning is a per-element step scale read by the fit loop
 (:meth:`MeanFieldNormal.step_scales`).
@@ -45,9 +41,6 @@ from torch import nn
 from torch.distributions import biject_to
 
 SiteSlices = dict[str, tuple[int, int, torch.Size]]
-DENSE_LOC_MAX_DIM = 1000
-"""Up to this many dimensions the low-rank guide's mean moves in the coordinates of q's
-full covariance (a d x d buffer); above, in those of its marginal sds."""
 
 
 def init_to_median_or_feasible(site: dict[str, Any], num_samples: int = 15) -> torch.Tensor:
@@ -226,9 +219,6 @@ class AutoWhitenedNormal(autoguide.AutoContinuous):
             self.register_buffer("precond", torch.ones_like(init))
             self.cov_factor = nn.Parameter(torch.randn(d, self.rank, dtype=init.dtype,
                                                        device=init.device) * 1e-2)
-            if d <= DENSE_LOC_MAX_DIM:  # the mean's steps follow q's correlations
-                self.register_buffer("loc_precond", torch.eye(d, dtype=init.dtype,
-                                                              device=init.device))
         else:
             eye = torch.eye(d, dtype=init.dtype, device=init.device)
             self.register_buffer("precond", eye)
@@ -242,16 +232,11 @@ class AutoWhitenedNormal(autoguide.AutoContinuous):
         """Lower Cholesky factor of q's covariance (dense form only)."""
         return self.precond @ (self.log_scale.exp()[:, None] * self._unit_tril())
 
-    def _low_rank_mean(self) -> torch.Tensor:
-        if hasattr(self, "loc_precond"):
-            return self.center + self.loc_precond @ self.loc
-        return self.center + self.precond * self.loc
-
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.Distribution:
         """q as a Pyro distribution over the flat unconstrained latent vector."""
         if self.low_rank:
             scale = self.precond * self.log_scale.exp()
-            return dist.LowRankMultivariateNormal(self._low_rank_mean(),
+            return dist.LowRankMultivariateNormal(self.center + self.precond * self.loc,
                                                   self.cov_factor * scale[:, None], scale**2)
         return dist.MultivariateNormal(self.center + self.precond @ self.loc,
                                        scale_tril=self.scale_tril())
@@ -290,22 +275,17 @@ class AutoWhitenedNormal(autoguide.AutoContinuous):
             factor = eigvec.flip(1)[:, : self.rank] * top.sqrt()
             self.log_scale.copy_(cond.log())
             self.cov_factor.copy_(factor + 1e-2 * torch.randn_like(factor))
-            if hasattr(self, "loc_precond"):
-                self.loc_precond.copy_(start.scale_tril)
 
     def rewhiten(self) -> None:
         """Fold the learned location and scales into ``center`` and ``P`` (q unchanged),
         so that the next steps are again measured in units of q's own spread."""
         with torch.no_grad():
             if self.low_rank:
-                self.center.copy_(self._low_rank_mean())
                 scale = self.log_scale.exp()
                 marginal = scale * (self.cov_factor.pow(2).sum(-1) + 1).sqrt()
+                self.center.add_(self.precond * self.loc)
                 self.precond.mul_(marginal)
                 self.log_scale.copy_((scale / marginal).log())
-                if hasattr(self, "loc_precond"):
-                    cov = self.get_posterior().covariance_matrix
-                    self.loc_precond.copy_(torch.linalg.cholesky(cov))
             else:
                 self.center.add_(self.precond @ self.loc)
                 self.precond.copy_(self.scale_tril())
