@@ -829,9 +829,9 @@ def fit(
         bar.close()
     run.history["validation_elbo"] = validation
     converged = num_steps is not None or run.converged or stale >= patience
-    if best is not None and stale > 0:
-        run.guide.load_state_dict(best[1]) if isinstance(run.guide, torch.nn.Module) else None
-        run.step_in_window = 1  # the best epoch's iterate, not a window average
+    if best is not None and stale > 0 and isinstance(run.guide, torch.nn.Module):
+        run.guide.load_state_dict(best[1])  # the best epoch's guide ...
+        run.step_in_window = 1  # ... as it was, not averaged with the window after it
     if not converged:
         warnings.warn(
             f"SVI did not converge in {max_steps} steps (the smoothed ELBO was still "
