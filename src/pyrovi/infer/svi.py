@@ -377,8 +377,9 @@ class SVIRun:
                 self.schedule = Schedule(lr=step_size, num_particles=num_particles,
                                          max_particles=max(8, num_particles))
                 self._setup_guide(self._build(start, guide))
-                state0 = guide_state(self.guide)
-                elbo0 = self._estimate(TRIAL_PARTICLES)[0] if several else -math.inf
+                if step_size == step_sizes[0]:  # the start is the same for every step size
+                    state0 = guide_state(self.guide)
+                    elbo0 = self._estimate(TRIAL_PARTICLES)[0] if several else -math.inf
                 self.losses, self.history["lr"], self.history["num_particles"] = [], [], []
                 elbo = 0.0
                 if several:
