@@ -13,6 +13,7 @@ module                  computes
 ``health``              convergence of the reference (R-hat, ESS, divergences)
 ``correlation``         posterior correlations the guide misses
 ``relabel``             undo label switching in mixtures; chains in different modes
+``predictive``          posterior predictive p-values; mean, sd and interval of draws
 ``verdict``             "trust" / "caution" / "reject" with reasons in words
 ======================  ===============================================================
 """
@@ -22,6 +23,11 @@ from pyrovi.diagnostics.draws import scalar_draws, stack_draws
 from pyrovi.diagnostics.evidence import iwae_bound, kl_gap
 from pyrovi.diagnostics.health import ESS_MIN, RHAT_MAX, reference_health
 from pyrovi.diagnostics.moments import TABLE_COLUMNS, marginal_table
+from pyrovi.diagnostics.predictive import (
+    INTERVAL_PROB,
+    interval_summary,
+    posterior_predictive_pvalue,
+)
 from pyrovi.diagnostics.psis import (
     CONSTANT_SPREAD,
     KHAT_BAD,
@@ -61,6 +67,7 @@ __all__ = [
     "CAUTION_SD_RATIO",
     "CONSTANT_SPREAD",
     "ESS_MIN",
+    "INTERVAL_PROB",
     "KHAT_BAD",
     "KHAT_BOOTSTRAP",
     "KHAT_GOOD",
@@ -73,11 +80,13 @@ __all__ = [
     "TRUST_MEAN_ERROR_Z",
     "TRUST_SD_RATIO",
     "chains_disagree",
+    "interval_summary",
     "iwae_bound",
     "khat_label",
     "kl_gap",
     "marginal_table",
     "missed_correlations",
+    "posterior_predictive_pvalue",
     "psis_khat",
     "psis_khat_interval",
     "reference_health",

@@ -18,10 +18,15 @@ map            AutoDelta               no (a point)                 -
 laplace        AutoMultivariateNormal  yes (at the mode)            -
 =============  ======================  ===========================  ============
 
+Latent-factor models register *amortized* families (:func:`amortized_family`): globals as
+``mean_field``, each person's latents from an encoder of that person's data
+(:class:`AmortizedGuide`, ``pyrovi.guides.amortized``).
+
 A guide may offer two methods the fit loop uses when present: ``rewhiten()`` (re-centre
 its coordinates on the current q) and ``step_scales()`` (per-parameter step multipliers).
 """
 
+from pyrovi.guides.amortized import AmortizedGuide, Encoder, amortized_family
 from pyrovi.guides.family import (
     FAMILIES,
     GUIDE_FAMILIES,
@@ -41,6 +46,9 @@ from pyrovi.guides.gaussian import (
 )
 
 __all__ = [
+    "AmortizedGuide",
+    "Encoder",
+    "amortized_family",
     "FAMILIES",
     "GUIDE_FAMILIES",
     "AutoWhitenedNormal",

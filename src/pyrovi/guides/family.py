@@ -65,6 +65,10 @@ class GuideFamily:
         iterative), so a flow starts from the Laplace approximation when there is one.
     amortized : bool
         An encoder maps each data point to its local latents' q.
+    preconditioned : bool
+        Whether the guide measures steps in units of q's sds (its ``step_scales`` or
+        ``rewhiten``), so the trial's step sizes are the engine's ``STEP_SIZES``; else the
+        smaller ``RAW_STEP_SIZES`` of raw coordinates.
     description : str
         One line for listings.
     """
@@ -78,6 +82,7 @@ class GuideFamily:
     takes_steps: bool = True
     prior_start: bool = True
     amortized: bool = False
+    preconditioned: bool = False
     description: str = ""
 
     def empty(self, model: Model, state: dict[str, torch.Tensor]) -> Any:
@@ -182,18 +187,22 @@ def _low_rank_rebuild(model: Model, state: dict[str, torch.Tensor]) -> AutoWhite
 BUILT_IN = (
     GuideFamily("mean_field", MeanFieldNormal, represents_correlations=False,
                 richer="low_rank", start=lambda m, d, g: _started(MeanFieldNormal(m), d, g),
+                preconditioned=True,
                 description="independent Gaussians in the unconstrained space (AutoNormal)"),
     GuideFamily("low_rank", _low_rank, represents_correlations=True, richer="full_rank",
                 start=lambda m, d, g: _started(_low_rank(m), d, g), rebuild=_low_rank_rebuild,
+                preconditioned=True,
                 description="Gaussian with diagonal plus low-rank covariance"),
     GuideFamily("full_rank", AutoWhitenedNormal, represents_correlations=True, richer="flow",
                 start=lambda m, d, g: _started(AutoWhitenedNormal(m), d, g),
+                preconditioned=True,
                 description="Gaussian with a dense covariance"),
     GuideFamily("flow", flow, represents_correlations=True, start=_flow_start,
                 rebuild=_flow_rebuild, prior_start=False,
                 description="normalizing flow (two IAF layers) after a Gaussian start"),
     GuideFamily("map", lambda m: autoguide.AutoDelta(m, init_loc_fn=init_to_median_or_feasible),
                 represents_correlations=False, start=_map_start,
+                preconditioned=True,
                 description="point mass at the posterior mode (AutoDelta)"),
     GuideFamily("laplace", _Laplace.build, represents_correlations=True, start=_Laplace.start,
                 rebuild=_Laplace.rebuild, takes_steps=False,

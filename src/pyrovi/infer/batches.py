@@ -18,6 +18,20 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
+BATCH_SIZE_KEY = "batch_size"
+"""The data entry by which a minibatched model receives its batch size (``model(...,
+batch_size=None)``; pyrovi's models and the README's example follow it). Draws and
+estimates on the whole data set set it to None."""
+
+
+def whole_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with the minibatch size (:data:`BATCH_SIZE_KEY`) set to None, so that the
+    model and guide see every data point."""
+    data = dict(data)
+    if data.get(BATCH_SIZE_KEY) is not None:
+        data[BATCH_SIZE_KEY] = None
+    return data
+
 
 class PlateIndices(Messenger):
     """Set the indices of subsampled plates by name (``{"data": tensor([...])}``)."""

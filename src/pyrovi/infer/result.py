@@ -24,6 +24,7 @@ import torch
 from pyro.infer import Predictive, Trace_ELBO
 
 from pyrovi.guides import get_family
+from pyrovi.infer.batches import whole_data
 from pyrovi.infer.util import (
     as_tensor_data,
     default_dtype,
@@ -129,15 +130,19 @@ class SVIFit:
     def sample(self, num_samples: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
         """Draw latent and deterministic sites from the guide, in constrained space.
 
+        A model fitted in minibatches is drawn on the whole data set (its ``batch_size``
+        entry set to None), so every data point's local sites are drawn.
+
         Returns
         -------
         dict
             Site name -> tensor of shape ``(num_samples, *site_shape)``.
         """
+        data = whole_data(self.data)
         with self.in_force(), torch.no_grad():
-            sites = posterior_sites(self.model, self.data)
+            sites = posterior_sites(self.model, data)
             attempts = [(self.model, self.guide, True)]
-            if not deterministic_sites(self.model, self.data):  # the guide alone suffices
+            if not deterministic_sites(self.model, data):  # the guide alone suffices
                 attempts.append((self.guide, None, True))
             attempts.append((self.model, self.guide, False))  # not batch safe: one by one
             for i, (fn, guide, parallel) in enumerate(attempts):
@@ -145,7 +150,7 @@ class SVIFit:
                 predictive = Predictive(fn, guide=guide, num_samples=num_samples,
                                         return_sites=list(sites), parallel=parallel)
                 try:
-                    draws = predictive(**self.data)
+                    draws = predictive(**data)
                     return {k: draws[k].detach().cpu().reshape(num_samples, *sites[k])
                             for k in sites}
                 except Exception:  # noqa: BLE001 - try the next, slower way
@@ -165,9 +170,9 @@ class SVIFit:
     def log_weights(self, num_samples: int = 1000, seed: int = 0,
                     data: dict[str, Any] | None = None) -> np.ndarray:
         """Log importance weights ``log p(x, z) - log q(z)`` of ``num_samples`` guide draws
-        (on ``data``, by default the fit's own)."""
+        (on ``data``, by default the fit's own; on the whole data set, not a minibatch)."""
         with self.in_force():
-            data = self.data if data is None else as_tensor_data(data, self.dtype)
+            data = whole_data(self.data if data is None else as_tensor_data(data, self.dtype))
             return guide_log_weights(self.model, self.guide, data, num_samples=num_samples,
                                      seed=seed)
 

@@ -361,8 +361,7 @@ class SVIRun:
             self.start_state = guide_state(self.guide)
             self.start_elbo = None
             return
-        preconditioned = self.family is not None and self.family.start is not None \
-            and self.family.name != "flow"
+        preconditioned = self.family is not None and self.family.preconditioned
         step_sizes = (lr,) if lr is not None else (
             STEP_SIZES if preconditioned else RAW_STEP_SIZES)
         trials: list[dict[str, Any]] = []
