@@ -33,6 +33,10 @@ KHAT_SAMPLES = 4000
 IWAE_K = 200
 """Importance samples per IWAE batch."""
 
+MAX_CORRELATED = 2000
+"""Missed correlations are searched among at most this many parameters (globals first):
+the correlation matrices grow with the square of the count."""
+
 
 def _registered(model: Callable[..., Any] | None) -> ModelSpec | None:
     """The registry entry whose model is ``model``, if any."""
@@ -98,6 +102,7 @@ def compare(
     log_evidence: float | None = None,
     labels: dict[str, Any] | None = None,
     mixture_sites: tuple[str, ...] | None = None,
+    local_sites: tuple[str, ...] | None = None,
 ) -> Comparison:
     """Compare a variational posterior with a reference posterior.
 
@@ -124,6 +129,9 @@ def compare(
         posteriors are aligned through the same hook, :meth:`ModelSpec.align`, which by
         default relabels them to a common component order (label switching).
         Registered mixtures (:attr:`ModelSpec.site_roles`) are aligned without asking.
+    local_sites : tuple of str, optional
+        Per-person sites, summarised per site (:attr:`Comparison.local_sites`) rather
+        than listed one by one; by default the registered model's ``"local"`` sites.
 
     Returns
     -------
@@ -177,7 +185,15 @@ def compare(
     halves = np.random.default_rng(seed).permutation(len(ref_stack))
     w1_baseline = dg.w1_joint(ref_stack[halves[::2]], ref_stack[halves[1::2]],
                               standardize_by=ref_stack, seed=seed)
-    missed = dg.missed_correlations(vi_draws, ref_draws)
+    if local_sites is None:
+        local_sites = spec.sites_with_role("local") if spec is not None else ()
+    local = set(local_sites)
+    ordered = sorted(common, key=lambda name: dg.site_of(name) in local)  # globals first
+    kept = set(ordered[:MAX_CORRELATED])
+    missed = dg.missed_correlations({k: v for k, v in vi_draws.items() if k in kept},
+                                    {k: v for k, v in ref_draws.items() if k in kept})
+    site_table = dg.local_site_table(table, vi_draws, ref_draws, tuple(local_sites)) \
+        if local_sites else None
 
     khat = log_w = interval = None
     elbo = elbo_se = float("nan")
@@ -236,4 +252,5 @@ def compare(
     return Comparison(table=table, summary=summary, vi=vi_idata, ref=ref, vi_draws=vi_draws,
                       ref_draws=ref_draws, health=health, missed=missed,
                       losses=None if fit is None else fit.losses, log_weights=log_w,
-                      labels=labels, units=_parameter_units(vi_draws, units, vi_idata))
+                      labels=labels, units=_parameter_units(vi_draws, units, vi_idata),
+                      local_sites=site_table)

@@ -207,6 +207,11 @@ class Comparison:
     units : dict of str to str
         Scalar parameter -> its unit (``"min"``, ``"probability"``); parameters not
         listed are in :data:`MODEL_UNITS`.
+    local_sites : pandas.DataFrame or None
+        One row per local (per-person) site: errors, sd ratios and interval calibration
+        of its elements (:func:`pyrovi.diagnostics.local_site_table`); None when the
+        model has no local site. Reports then list only the other parameters one by one
+        (:meth:`listed_table`); :attr:`table` keeps every row.
     """
 
     table: pd.DataFrame
@@ -221,6 +226,7 @@ class Comparison:
     log_weights: np.ndarray | None = field(default=None, repr=False)
     labels: dict[str, Any] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    local_sites: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.summary, Summary):
@@ -235,6 +241,14 @@ class Comparison:
     def reasons(self) -> list[str]:
         """Why the verdict is what it is, most important first."""
         return list(self.summary.reasons)
+
+    def listed_table(self) -> pd.DataFrame:
+        """The rows a report lists one by one: every parameter not of a local site."""
+        if self.local_sites is None or self.local_sites.empty:
+            return self.table
+        local = set(self.local_sites["site"])
+        keep = [str(name).split("[", 1)[0] not in local for name in self.table.index]
+        return self.table[keep]
 
     def unit_of(self, parameter: str) -> str:
         """The unit of a scalar parameter's mean and sd in :attr:`table`."""

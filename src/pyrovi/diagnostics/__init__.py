@@ -14,6 +14,7 @@ module                  computes
 ``correlation``         posterior correlations the guide misses
 ``relabel``             undo label switching in mixtures; chains in different modes
 ``predictive``          posterior predictive p-values; mean, sd and interval of draws
+``sites``               local (per-person) sites summarised per site, with calibration
 ``verdict``             "trust" / "caution" / "reject" with reasons in words
 ======================  ===============================================================
 """
@@ -45,6 +46,12 @@ from pyrovi.diagnostics.relabel import (
     relabel,
     relabel_pair,
 )
+from pyrovi.diagnostics.sites import (
+    LOCAL_SITE_COLUMNS,
+    interval_coverage,
+    local_site_table,
+    site_of,
+)
 from pyrovi.diagnostics.verdict import (
     BASIS_KHAT,
     BASIS_REFERENCE,
@@ -72,6 +79,7 @@ __all__ = [
     "KHAT_BOOTSTRAP",
     "KHAT_GOOD",
     "KHAT_LEVEL",
+    "LOCAL_SITE_COLUMNS",
     "MODE_SEPARATION",
     "RHAT_MAX",
     "RelabelInfo",
@@ -80,9 +88,11 @@ __all__ = [
     "TRUST_MEAN_ERROR_Z",
     "TRUST_SD_RATIO",
     "chains_disagree",
+    "interval_coverage",
     "interval_summary",
     "iwae_bound",
     "khat_label",
+    "local_site_table",
     "kl_gap",
     "marginal_table",
     "missed_correlations",
@@ -93,6 +103,7 @@ __all__ = [
     "relabel",
     "relabel_pair",
     "scalar_draws",
+    "site_of",
     "sliced_w1",
     "stack_draws",
     "strongest_pair",

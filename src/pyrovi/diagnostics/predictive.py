@@ -42,8 +42,10 @@ def posterior_predictive_pvalue(observed: np.ndarray, replicated: np.ndarray) ->
     observed = np.asarray(observed, dtype=float).ravel()
     replicated = np.asarray(replicated, dtype=float).ravel()
     if observed.shape != replicated.shape or observed.size == 0:
-        raise ValueError("observed and replicated discrepancies need one value per draw each, "
-                         f"got {observed.size} and {replicated.size}")
+        raise ValueError(
+            "observed and replicated discrepancies need one value per draw each, "
+            f"got {observed.size} and {replicated.size}"
+        )
     if not (np.isfinite(observed).all() and np.isfinite(replicated).all()):
         raise ValueError("discrepancies hold non-finite values")
     return float(np.mean(replicated >= observed))
@@ -71,5 +73,9 @@ def interval_summary(draws: np.ndarray, prob: float = INTERVAL_PROB) -> dict[str
         raise ValueError("interval_summary needs at least two draws on the first axis")
     tail = (1.0 - prob) / 2.0
     lower, upper = np.quantile(draws, [tail, 1.0 - tail], axis=0)
-    return {"mean": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1), "lower": lower,
-            "upper": upper}
+    return {
+        "mean": draws.mean(axis=0),
+        "sd": draws.std(axis=0, ddof=1),
+        "lower": lower,
+        "upper": upper,
+    }

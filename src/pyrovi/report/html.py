@@ -19,6 +19,7 @@ from pyrovi.comparison import TABLE_UNITS
 from pyrovi.diagnostics import (
     CAUTION_MEAN_ERROR_Z,
     CAUTION_SD_RATIO,
+    INTERVAL_PROB,
     TRUST_MEAN_ERROR_Z,
     TRUST_SD_RATIO,
 )
@@ -107,7 +108,7 @@ def _cell_class(column: str, value: float) -> str:
 
 
 def _table(cmp: Comparison) -> str:
-    table = cmp.table
+    table = cmp.listed_table()
     head = "".join(
         f'<th>{escape(str(c))}<span class="unit">{escape(TABLE_UNITS.get(str(c), ""))}</span></th>'
         for c in table.columns
@@ -125,6 +126,41 @@ def _table(cmp: Comparison) -> str:
         '<th class="name">unit</th>'
         f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def _local_sites(cmp: Comparison) -> list[str]:
+    sites = cmp.local_sites
+    if sites is None or sites.empty:
+        return []
+    level = f"{INTERVAL_PROB:g}"
+    head = "".join(
+        f"<th>{escape(h)}</th>"
+        for h in (
+            "elements",
+            "median |error| (ref sd)",
+            "max |error| (ref sd)",
+            "median sd ratio",
+            "sd ratio 5–95%",
+            f"coverage ({level})",
+        )
+    )
+    body = "".join(
+        f'<tr><td class="name">{escape(str(r.site))}</td><td>{r.parameters}</td>'
+        f"<td>{escape(fmt(r.median_abs_error_z, 2))}</td>"
+        f"<td>{escape(fmt(r.max_abs_error_z, 2))}</td>"
+        f"<td>{escape(fmt(r.median_sd_ratio, 2))}</td>"
+        f"<td>{escape(fmt(r.sd_ratio_low, 2))} – {escape(fmt(r.sd_ratio_high, 2))}</td>"
+        f"<td>{escape(fmt(r.coverage, 3))}</td></tr>"
+        for r in sites.itertuples()
+    )
+    return [
+        "<h2>Local sites</h2>",
+        '<p class="context-line">One row per per-person site; every element is in '
+        f"table.csv. Coverage: the share of reference draws inside the VI {level} "
+        f"intervals ({level} when calibrated, less when q is over-confident).</p>",
+        f'<table id="local-sites"><thead><tr><th class="name">site</th>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>",
+    ]
 
 
 def _pairs_table(rows: Sequence[tuple[str, str]], css_id: str) -> str:
@@ -222,6 +258,7 @@ def render_html(cmp: Comparison, figures: Sequence[ReportFigure]) -> str:
             '<table id="missed"><thead><tr><th class="name">a</th><th class="name">b</th>'
             f"<th>ρ reference</th><th>ρ VI</th></tr></thead><tbody>{rows}</tbody></table>"
         )
+    parts += _local_sites(cmp)
     parts += [
         "<h2>Parameters</h2>",
         '<p class="context-line">Means and sds in '

@@ -78,7 +78,8 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
         ``verdict``, ``reasons``, ``summary`` (every field of ``cmp.summary``),
         ``units`` (summary field or table column -> unit), ``table`` (one object per
         parameter with ``parameter``, its ``unit`` and the table's columns),
-        ``reference_health``, ``missed_correlations``, ``labels`` and ``pyrovi_version``.
+        ``reference_health``, ``missed_correlations``, ``local_sites`` (one object per
+        per-person site), ``labels`` and ``pyrovi_version``.
     """
     table = _with_units(cmp)
     units = {**SUMMARY_UNITS, **TABLE_UNITS}
@@ -91,6 +92,9 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
             "table": table,
             "reference_health": dict(cmp.health),
             "missed_correlations": list(cmp.missed),
+            "local_sites": []
+            if cmp.local_sites is None
+            else cmp.local_sites.to_dict(orient="records"),
             "labels": dict(cmp.labels),
             "pyrovi_version": pyrovi_version(),
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pyrovi import diagnostics as dg
 from pyrovi.comparison import TABLE_UNITS
 from pyrovi.report.text import (
     VERDICTS,
@@ -22,7 +23,7 @@ from pyrovi.report.text import (
 if TYPE_CHECKING:
     from pyrovi.comparison import Comparison
 
-__all__ = ["markdown_table", "render_markdown"]
+__all__ = ["local_site_lines", "markdown_table", "render_markdown"]
 
 
 def _cell(value: Any) -> str:
@@ -51,6 +52,48 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def local_site_lines(cmp: Comparison) -> list[str]:
+    """The "Local sites" section: one row per per-person site (none without one)."""
+    sites = cmp.local_sites
+    if sites is None or sites.empty:
+        return []
+    level = f"{dg.INTERVAL_PROB:g}"
+    rows = [
+        (
+            r.site,
+            r.parameters,
+            fmt(r.median_abs_error_z, 2),
+            fmt(r.max_abs_error_z, 2),
+            fmt(r.median_sd_ratio, 2),
+            f"{fmt(r.sd_ratio_low, 2)} – {fmt(r.sd_ratio_high, 2)}",
+            fmt(r.coverage, 3),
+        )
+        for r in sites.itertuples()
+    ]
+    return [
+        "## Local sites",
+        "",
+        "One row per per-person site; each element is in `table.csv`. Errors in reference "
+        f"sd; coverage is the share of reference draws inside the VI {level} intervals "
+        f"({level} when calibrated, less when q is over-confident).",
+        "",
+        markdown_table(
+            [
+                "site",
+                "elements",
+                "median |error|",
+                "max |error|",
+                "median sd ratio",
+                "sd ratio 5–95%",
+                f"coverage ({level})",
+            ],
+            rows,
+            "lrrrrrr",
+        ),
+        "",
+    ]
 
 
 def render_markdown(cmp: Comparison) -> str:
@@ -101,8 +144,10 @@ def render_markdown(cmp: Comparison) -> str:
             for m in cmp.missed
         ]
         lines += [markdown_table(["a", "b", "ρ reference", "ρ VI"], rows, "llrr"), ""]
+    lines += local_site_lines(cmp)
     lines += ["## Parameters", ""]
-    header = ["parameter", "unit", *(str(c) for c in cmp.table.columns)]
+    listed = cmp.listed_table()
+    header = ["parameter", "unit", *(str(c) for c in listed.columns)]
     units: dict[str, list[str]] = {}
     for column in header[2:]:
         units.setdefault(TABLE_UNITS.get(column, "as given"), []).append(column)
@@ -115,7 +160,7 @@ def render_markdown(cmp: Comparison) -> str:
     ]
     rows = [
         [str(name), cmp.unit_of(str(name)), *row]
-        for name, row in zip(cmp.table.index, cmp.table.to_numpy(), strict=True)
+        for name, row in zip(listed.index, listed.to_numpy(), strict=True)
     ]
     lines += [markdown_table(header, rows, "ll" + "r" * (len(header) - 2)), ""]
     lines += [

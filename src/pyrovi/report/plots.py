@@ -31,6 +31,7 @@ __all__ = [
     "density_png",
     "elbo_trace_png",
     "khat_png",
+    "latent_intervals_png",
     "mean_error_png",
     "pair_png",
 ]
@@ -439,4 +440,43 @@ def khat_png(
             tail.set_ylabel("share of total weight")
             tail.set_title(f"largest weight: {100 * w[0]:.1f}% of {w.size} samples", loc="left")
             tail.legend(fontsize=7, frameon=False, loc="lower left")
+        return _png(fig)
+
+
+def latent_intervals_png(
+    vi: Sequence[np.ndarray],
+    ref: Sequence[np.ndarray],
+    xlabel: str,
+    ylabel: str,
+) -> bytes:
+    """Each person's latent value: the VI and reference intervals side by side.
+
+    Parameters
+    ----------
+    vi, ref : sequence of numpy.ndarray
+        ``(lower, middle, upper)`` arrays, one entry per person, persons in plotting
+        order (left to right).
+    xlabel, ylabel : str
+        Axis labels.
+
+    Returns
+    -------
+    bytes
+        A PNG image: reference intervals in orange, variational ones in blue just right
+        of them, the middle value as a dot.
+    """
+    ref_low, ref_mid, ref_high = (np.asarray(a, dtype=float) for a in ref)
+    vi_low, vi_mid, vi_high = (np.asarray(a, dtype=float) for a in vi)
+    x = np.arange(len(ref_mid))
+    with matplotlib.rc_context(_STYLE):
+        fig = _figure(7.5, 3.4)
+        ax = fig.subplots()
+        ax.vlines(x - 0.15, ref_low, ref_high, color=REF_COLOR, lw=1.6, label="reference")
+        ax.scatter(x - 0.15, ref_mid, color=REF_COLOR, s=8, zorder=3)
+        ax.vlines(x + 0.15, vi_low, vi_high, color=VI_COLOR, lw=1.6, label="VI")
+        ax.scatter(x + 0.15, vi_mid, color=VI_COLOR, s=8, zorder=3)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xticks([])
+        fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
         return _png(fig)
