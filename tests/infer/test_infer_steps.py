@@ -58,6 +58,14 @@ def test_minibatch_elbo_is_unbiased_for_the_full_elbo() -> None:
     assert np.std(losses) > 0  # the batches do differ
 
 
+def test_fit_hands_its_batch_size_to_a_model_that_takes_one() -> None:
+    fit = pyrovi.fit(logistic, logistic_data(), guide="mean_field", batch_size=B, num_epochs=2)
+    assert fit.data["batch_size"] == B
+    assert len(fit.losses) == fit.history["start_steps"] + 2 * (N // B)
+    # draws and weights see every data point, not one minibatch
+    assert np.isfinite(fit.log_weights(10)).all()
+
+
 @pytest.mark.slow
 def test_minibatch_fit_matches_the_full_data_fit() -> None:
     data = logistic_data()

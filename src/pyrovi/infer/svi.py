@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -59,7 +60,7 @@ from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyrovi.guides import GaussianStart, GuideFamily, get_family, initial_start
-from pyrovi.infer.batches import EpochBatches
+from pyrovi.infer.batches import BATCH_SIZE_KEY, EpochBatches
 from pyrovi.infer.laplace import find_map
 from pyrovi.infer.optim import ScaledAdam, finite_grads
 from pyrovi.infer.result import (
@@ -131,6 +132,19 @@ def _positional(fn: Callable[..., Any], keys: list[str], static: dict[str, Any]
     def call(*tensors: torch.Tensor) -> Any:
         return fn(**dict(zip(keys, tensors, strict=True)), **static)
     return call
+
+
+def _with_batch_size(model: Callable[..., Any], data: dict[str, Any],
+                     batch_size: int | None) -> dict[str, Any]:
+    """``data`` with ``batch_size`` added under :data:`BATCH_SIZE_KEY` when the model takes
+    that keyword and the data do not set it (``fit(model, data, batch_size=256)``)."""
+    if batch_size is None or BATCH_SIZE_KEY in data:
+        return data
+    try:
+        takes = BATCH_SIZE_KEY in inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {**data, BATCH_SIZE_KEY: batch_size} if takes else data
 
 
 def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
@@ -237,6 +251,7 @@ class SVIRun:
             raise ValueError(f"init must be 'auto', 'laplace' or 'prior', got {init!r}")
         if num_particles < 1:
             raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        data = _with_batch_size(model, data, batch_size)
         self.model = model
         self.family: GuideFamily | None = get_family(guide) if isinstance(guide, str) else None
         self.guide_name = guide if isinstance(guide, str) else "custom"
@@ -750,8 +765,9 @@ def fit(
         and ``"prior"`` only one of them.
     batch_size : int, optional
         Minibatch size; the model must subsample its data plate with this size
-        (``pyro.plate("data", N, subsample_size=batch_size)``). Batches are shuffled
-        passes over the data (epochs).
+        (``pyro.plate("data", N, subsample_size=batch_size)``). A model with a
+        ``batch_size`` keyword that ``data`` does not set receives it. Batches are
+        shuffled passes over the data (epochs).
     num_epochs : int, optional
         With minibatches: the number of passes (else the stopping rule decides).
     validation_data : dict, optional
