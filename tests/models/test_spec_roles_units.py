@@ -23,6 +23,8 @@ ROLES = {
     "gmm_lkj": {"weights": "component", "locs": "component", "scales": "component",
                 "corr_chol": "component"},
     "gmm_full": {"weights": "component", "locs": "component", "precisions": "component"},
+    "irt_2pl": {"a": "global", "b": "global", "theta": "local"},
+    "irt_rasch": {"a": "global", "b": "global", "theta": "local"},
 }
 
 
