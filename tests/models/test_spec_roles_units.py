@@ -25,6 +25,8 @@ ROLES = {
     "gmm_full": {"weights": "component", "locs": "component", "precisions": "component"},
     "irt_2pl": {"a": "global", "b": "global", "theta": "local"},
     "irt_rasch": {"a": "global", "b": "global", "theta": "local"},
+    "health": {"loading_diag": "global", "loading_lower": "global", "intercept": "global",
+               "count_overdispersion": "global", "cutpoints": "global", "health": "local"},
 }
 
 
