@@ -34,3 +34,24 @@ def test_gmm_old_faithful_quick(tmp_path: Path) -> None:
         waiting = [row[1] for row in json.loads(locs)]
         assert all(40 < w < 100 for w in waiting), locs
     assert "in the data's units" in summary
+
+
+@pytest.mark.slow
+def test_irt_lsat_quick(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "case_studies" / "irt_lsat.py"), "--quick",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    for name in ("summary.md", "summary.csv", "abilities.png", "mean_field/report.html",
+                 "amortized_irt/report.html"):
+        assert (out / name).is_file(), name
+    summary = (out / "summary.md").read_text()
+    assert "PPP" in summary and "amortized_irt" in summary
+    table = pd.read_csv(out / "summary.csv")
+    assert set(table["guide"]) == {"mean_field", "amortized_irt"}
+    assert (table["ELBO"] < 0).all()
+    # the median sd ratio of the abilities, VI over NUTS, is a ratio of two spreads
+    assert table["sd ratio theta (median)"].between(0.2, 5).all()
