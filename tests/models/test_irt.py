@@ -350,3 +350,31 @@ def test_lsat6_amortized_fit_against_nuts(nuts_ref) -> None:
     quadrature = irt.score(nuts_ref, few)
     assert np.abs(encoder["mean"] - quadrature["mean"]).max() < 0.25
     np.testing.assert_allclose(encoder["sd"], quadrature["sd"], rtol=0.2)
+
+
+def test_rasch_is_the_2pl_with_one_discrimination() -> None:
+    data, truth = irt.simulate_rasch(seed=5, N=40, J=5, missing=0.1)
+    values = {k: v.double() for k, v in truth.items()}
+    rasch = pyro.poutine.trace(pyro.condition(irt.model_rasch, data=values)).get_trace(
+        y=data["y"].double(), mask=data["mask"])
+    two_pl = pyro.poutine.trace(pyro.condition(
+        irt.model, data={**values, "a": values["a"].expand(5)})).get_trace(
+        y=data["y"].double(), mask=data["mask"])
+    for site in ("y", "theta", "b"):
+        assert float(rasch.nodes[site]["fn"].log_prob(rasch.nodes[site]["value"]).sum()) == \
+            pytest.approx(float(two_pl.nodes[site]["fn"].log_prob(
+                two_pl.nodes[site]["value"]).sum()), rel=1e-12)
+
+
+def test_rasch_recovers_its_shared_discrimination() -> None:
+    """Rasch data (one a = 0.82 for all items), 15% of the answers missing: the Laplace
+    approximation of the marginal Rasch model recovers a and the difficulties."""
+    data, truth = irt.simulate_rasch(seed=4, N=1000, J=6, missing=0.15)
+    fit = pyrovi.fit(irt.marginal_model, {**data, "rasch": True}, guide="laplace")
+    table = irt.parameter_table(fit)
+    a = table.loc[table["op"] == "a"]
+    assert np.ptp(a["est"]) == 0.0  # one shared discrimination
+    assert abs(a["est"].iloc[0] - float(truth["a"])) < 3 * a["sd"].iloc[0]
+    b = table.loc[table["op"] == "b"]
+    assert np.all(np.abs(b["est"] - truth["b"].numpy()) < 3 * b["sd"])
+    assert np.corrcoef(b["est"], truth["b"].numpy())[0, 1] > 0.97

@@ -284,15 +284,18 @@ def _marginal_loglik(y: torch.Tensor, mask: torch.Tensor, a: torch.Tensor, b: to
 
 
 def marginal_model(y: torch.Tensor, mask: torch.Tensor | None = None,
-                   batch_size: int | None = None, num_nodes: int = 41) -> None:
-    """The 2PL with every ``theta[i]`` integrated out by Gauss–Hermite quadrature.
+                   batch_size: int | None = None, num_nodes: int = 41,
+                   rasch: bool = False) -> None:
+    """The 2PL (or, with ``rasch=True``, the Rasch model) with every ``theta[i]``
+    integrated out by Gauss–Hermite quadrature.
 
-    Same priors and arguments as :func:`model`; latent sites ``a`` and ``b`` only. The
-    likelihood of person ``i`` enters as ``pyro.factor("y", log p(y_i | a, b))`` in plate
-    ``"data"``. With 41 nodes the quadrature error on the LSAT is far below 1e-6 nats.
+    Same priors and arguments as :func:`model` (:func:`model_rasch`); latent sites ``a``
+    and ``b`` only. The likelihood of person ``i`` enters as ``pyro.factor("y",
+    log p(y_i | a, b))`` in plate ``"data"``. With 41 nodes the quadrature error is below
+    1e-6 nats per person for discriminations up to 2.
     """
     y, mask = _as_responses(y, mask)
-    a, b = _items(y.shape[1], y, shared=False)
+    a, b = _items(y.shape[1], y, shared=rasch)
     x, log_w = hermite_nodes(num_nodes)
     nodes = torch.as_tensor(x, dtype=y.dtype)
     log_w_t = torch.as_tensor(log_w, dtype=y.dtype)
