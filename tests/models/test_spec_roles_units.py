@@ -27,6 +27,10 @@ ROLES = {
     "irt_rasch": {"a": "global", "b": "global", "theta": "local"},
     "health": {"loading_diag": "global", "loading_lower": "global", "intercept": "global",
                "count_overdispersion": "global", "cutpoints": "global", "health": "local"},
+    "intelligence": {"loadings": "global", "intercepts": "global", "residual_sd": "global",
+                     "factor_corr_chol": "global", "scores": "local"},
+    "intelligence_marginal": {"loadings": "global", "intercepts": "global",
+                              "residual_sd": "global", "factor_corr_chol": "global"},
 }
 
 

@@ -5,14 +5,23 @@ The CLI, the reports and the tests read this table and no other list.
 
 from __future__ import annotations
 
-from pyrovi.models import beta_bernoulli, gmm, gmm_full, irt, linear_regression, normal_normal
-from pyrovi.models import health
+from pyrovi.models import (
+    beta_bernoulli,
+    gmm,
+    gmm_full,
+    health,
+    intelligence,
+    irt,
+    linear_regression,
+    normal_normal,
+)
 from pyrovi.models.spec import ModelSpec
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (normal_normal.SPEC, beta_bernoulli.SPEC, linear_regression.SPEC, gmm.SPEC,
-                 gmm.SPEC_LKJ, gmm_full.SPEC, irt.SPEC, irt.SPEC_RASCH, health.SPEC)
+                 gmm.SPEC_LKJ, gmm_full.SPEC, irt.SPEC, irt.SPEC_RASCH, health.SPEC,
+                 intelligence.SPEC, intelligence.SPEC_MARGINAL)
 }
 
 
