@@ -55,3 +55,23 @@ def test_irt_lsat_quick(tmp_path: Path) -> None:
     assert (table["ELBO"] < 0).all()
     # the median sd ratio of the abilities, VI over NUTS, is a ratio of two spreads
     assert table["sd ratio theta (median)"].between(0.2, 5).all()
+
+
+@pytest.mark.slow
+def test_latent_health_quick(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "case_studies" / "latent_health.py"), "--quick",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    for name in ("summary.md", "parameter_table.csv", "health_intervals.png",
+                 "mean_field_vs_nuts/report.html", "amortized_vs_nuts/report.html"):
+        assert (out / name).is_file(), name
+    summary = (out / "summary.md").read_text()
+    assert "deviance PPP" in summary and "Amortization gap" in summary
+    table = pd.read_csv(out / "parameter_table.csv")
+    loadings = table[table["op"] == "=~"].set_index("rhs")["est"]
+    # self-rated health anchors the factor; physical limitation loads the other way
+    assert loadings["hlth"] > 0 and loadings["physlm"] < 0
