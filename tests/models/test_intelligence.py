@@ -27,6 +27,12 @@ def hs() -> dict:
     return cfa.load_data()
 
 
+needs_nuts = pytest.mark.skipif(
+    not (FIXTURES / "intelligence_marginal_nuts.nc").is_file()
+    or not (FIXTURES / "intelligence_nuts.nc").is_file(),
+    reason="cached NUTS references missing: run tests/fixtures/latent/make_intelligence.py")
+
+
 @pytest.fixture(scope="module")
 def nuts_marginal():
     return pyrovi.load_reference(FIXTURES / "intelligence_marginal_nuts.nc")
@@ -234,6 +240,7 @@ def test_first_loadings_are_positive_under_the_prior_and_its_transform() -> None
 
 
 # --------------------------------------------------------------------------- references
+@needs_nuts
 def test_nuts_agrees_with_an_independent_ml_fit(hs: dict, nuts_marginal) -> None:
     ml = ml_cfa(hs["x"].double().numpy(), hs["pattern"].numpy())
     # the independent ML fit is lavaan's (a sanity anchor for the test's own optimiser)
@@ -256,6 +263,7 @@ def _mc_tolerance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 4 * np.sqrt(a.var(0) / (len(a) / 2) + b.var(0) / (len(b) / 2))
 
 
+@needs_nuts
 def test_marginal_and_person_forms_give_one_posterior_over_globals(nuts_marginal,
                                                                    nuts_person) -> None:
     for site in ("loadings", "intercepts", "residual_sd"):
@@ -267,6 +275,7 @@ def test_marginal_and_person_forms_give_one_posterior_over_globals(nuts_marginal
     assert np.all(np.abs(a.mean(0) - b.mean(0)) < _mc_tolerance(a, b))
 
 
+@needs_nuts
 def test_exact_scores_match_person_level_nuts(hs: dict, nuts_marginal, nuts_person) -> None:
     scores = cfa.score(nuts_marginal, data=hs, num_draws=400)
     assert scores.mean.shape == (301, 3) and scores.factors == list(cfa.FACTORS)
@@ -288,6 +297,7 @@ def test_exact_scores_match_person_level_nuts(hs: dict, nuts_marginal, nuts_pers
     np.testing.assert_allclose(partial.sd[:, 0], scores.sd[:5, 0], rtol=0.25)
 
 
+@needs_nuts
 def test_parameter_table_and_fit_indices_match_lavaan(hs: dict, nuts_marginal) -> None:
     table = cfa.parameter_table(nuts_marginal, data=hs)
     assert list(table.columns) == ["lhs", "op", "rhs", "est", "sd", "lower", "upper",
@@ -367,6 +377,7 @@ def test_simulated_recovery_and_score_coverage() -> None:
 
 
 @pytest.mark.slow
+@needs_nuts
 def test_full_rank_vi_agrees_with_ml_and_nuts_on_holzinger(hs: dict, nuts_marginal) -> None:
     fit = pyrovi.fit(cfa.model_marginal, hs, guide="full_rank", seed=0)
     assert fit.converged
