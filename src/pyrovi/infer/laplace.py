@@ -27,8 +27,11 @@ from pyrovi.guides import GaussianStart, initial_start
 from pyrovi.infer.util import model_trace
 
 MAP_RESTARTS = 4
-LAPLACE_MAX_DIM = 1000
-"""Above this many unconstrained dimensions no dense Hessian is formed."""
+LAPLACE_MAX_DIM = 200
+"""Above this many unconstrained dimensions there is no Laplace start. Models that large
+are mostly models with a latent value per data point (factor scores, abilities), whose
+joint density has no mode (a residual sd shrinks while the latents fit the data exactly):
+the search would run to its iteration cap five times over and end without a start."""
 
 
 def potential(model: Callable[..., Any], data: dict[str, Any], start: GaussianStart

@@ -17,6 +17,16 @@ At the end of each window the schedule looks at the window means of the loss:
    the loss over the last ``TREND_WINDOWS`` windows does not still fall significantly
    (a fit whose smoothed ELBO still climbs never stops), the fit has converged.
    ``max_steps`` caps the run, with a :class:`ConvergenceWarning`.
+4. **Confirm.** The loss of single steps is too noisy to see what a model with a
+   thousand per-person latents still gains: the iterates' scatter, which shrinks with
+   each halving of the step size, and a slow drift along a valley of coupled parameters
+   (a discrimination and every ability) add up to nats (LSAT's 2PL with mean-field:
+   3 nats) while every window's trend looks flat. So a stop is confirmed on a quieter
+   statistic: the ELBO of the last window's averaged parameters against those
+   ``PROGRESS_WINDOWS`` windows earlier, both on the same ``PROGRESS_PARTICLES`` draws
+   (common random numbers make the difference precise). A gain above ``MIN_GAIN`` nats,
+   beyond two paired standard errors, withdraws the plateau (:meth:`Schedule.reopen`):
+   the fit goes on at the smaller step size until its next plateau.
 
 The trial that picks the start and the step size (Stan ADVI's eta adaptation) runs
 ``WINDOW`` steps per (start, step size) candidate and keeps the pair with the best ELBO.
@@ -36,6 +46,12 @@ MAX_PARTICLES = 8
 TREND_WINDOWS = 5
 MIN_WINDOWS_AT_LR = 3
 DEFAULT_MAX_STEPS = 20_000
+PROGRESS_WINDOWS = 10
+MIN_GAIN = 0.1
+"""A stop is withdrawn while the ELBO gained more than ``MIN_GAIN`` nats over the last
+``PROGRESS_WINDOWS`` windows."""
+PROGRESS_PARTICLES = 1000
+"""Draws of each of the two paired ELBO estimates that confirm a stop."""
 
 
 class ConvergenceWarning(UserWarning):
@@ -104,6 +120,12 @@ class Schedule:
             recent = np.asarray(losses[-TREND_WINDOWS * WINDOW:])
             self.converged = not still_falling(recent)
         return True
+
+    def reopen(self) -> None:
+        """Withdraw a stop: the last halving still paid, so the fit goes on at the new
+        step size until its next plateau (which is judged again)."""
+        self.converged = False
+        self.plateaus -= 1
 
     def state_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -72,6 +72,9 @@ from pyrovi.infer.result import (
 )
 from pyrovi.infer.schedule import (
     DEFAULT_MAX_STEPS,
+    MIN_GAIN,
+    PROGRESS_PARTICLES,
+    PROGRESS_WINDOWS,
     WINDOW,
     ConvergenceWarning,
     Schedule,
@@ -82,6 +85,7 @@ from pyrovi.infer.util import (
     batch_safe,
     data_size,
     default_dtype,
+    guide_log_weights,
     plate_nesting,
     subsample_plates,
 )
@@ -336,6 +340,7 @@ class SVIRun:
         self.optimizer = ScaledAdam(self.params, lr=self.schedule.lr)
         self.window_sum = {k: torch.zeros_like(p) for k, p in self.params.items()}
         self.previous = {k: p.detach().clone() for k, p in self.params.items()}
+        self.window_states: list[dict[str, torch.Tensor]] = []
 
     def _elbo(self, num_particles: int) -> Any:
         if num_particles not in self._elbos:
@@ -453,6 +458,7 @@ class SVIRun:
             "validation_elbo": list(self.history.get("validation_elbo", [])),
             "step_in_window": self.step_in_window,
             "window_sum": {k: v.clone() for k, v in self.window_sum.items()},
+            "window_states": list(self.window_states),
             "num_grad_evals": self.num_grad_evals,
             "rng": get_rng_state(),
             "batches": self.batches.state_dict() if self.batches else None,
@@ -488,6 +494,7 @@ class SVIRun:
         self.history["validation_elbo"] = list(snap["validation_elbo"])
         self.step_in_window = int(snap["step_in_window"])
         self.window_sum = {k: v.clone() for k, v in snap["window_sum"].items()}
+        self.window_states = list(snap.get("window_states", []))
         self.num_grad_evals = int(snap["num_grad_evals"])
         self.start_name = snap["start_name"]
         self.start_state = snap["start_state"]
@@ -571,8 +578,58 @@ class SVIRun:
             self.step_in_window += 1
             if self.step_in_window == WINDOW:
                 self.step_in_window = 0
-                self.schedule.end_of_window(self.losses)
+                self._end_window()
             return float(loss)
+
+    def _end_window(self) -> None:
+        state = self._window_state()
+        if state is not None:
+            self.window_states = [*self.window_states, state][-(PROGRESS_WINDOWS + 1):]
+        self.schedule.end_of_window(self.losses)
+        if self.schedule.converged and len(self.window_states) > 1:
+            self._confirm_convergence(self.window_states[0], self.window_states[-1])
+
+    def _window_state(self) -> dict[str, torch.Tensor] | None:
+        """The averaged state of the window just completed (module guides only: their
+        state holds their coordinates too)."""
+        if not isinstance(self.guide, torch.nn.Module):
+            return None
+        with self._averaged():
+            return guide_state(self.guide)
+
+    def _confirm_convergence(self, before: dict[str, torch.Tensor],
+                             now: dict[str, torch.Tensor]) -> None:
+        """Withdraw a stop while the ELBO still rises (schedule step 4): the last window's
+        averaged parameters against those ``PROGRESS_WINDOWS`` windows before, same draws."""
+        rng = get_rng_state()
+        try:
+            diff = self._log_weights_at(now) - self._log_weights_at(before)
+        except ValueError:  # a guide without a density (a point mass): nothing to confirm
+            return
+        finally:
+            set_rng_state(rng)
+        if not np.isfinite(diff).all():
+            return
+        gain = float(np.mean(diff))
+        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
+        self.history.setdefault("progress_checks", []).append(
+            {"step": self.num_steps, "gain": gain, "se": se})
+        if gain > MIN_GAIN and gain > 2.0 * se:
+            self.schedule.reopen()
+
+    def _log_weights_at(self, state: dict[str, torch.Tensor]) -> np.ndarray:
+        """Log weights of ``PROGRESS_PARTICLES`` draws of the guide in ``state``, with the
+        run's seed (minibatches: averaged over one fixed pass)."""
+        guide = self._guide_from_state(state)
+        if self.batches is None:
+            return guide_log_weights(self.model, guide, self.data,
+                                     num_samples=PROGRESS_PARTICLES, seed=self.seed)
+        total = np.zeros(PROGRESS_PARTICLES)
+        for i, indices in enumerate(self.batches.one_pass()):
+            total += guide_log_weights(self.batches.wrap(self.model, indices),
+                                       self.batches.wrap(guide, indices), self.data,
+                                       num_samples=PROGRESS_PARTICLES, seed=self.seed + i)
+        return total / self.batches.steps_per_epoch
 
     def _reject(self) -> float:
         """A non-finite step: back one step, halve the step size, try again next call."""
