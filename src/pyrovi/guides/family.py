@@ -96,7 +96,7 @@ def _started(guide: Any, data: dict[str, Any], gaussian: GaussianStart) -> Any:
 
 
 def _flow_start(model: Model, data: dict[str, Any], gaussian: GaussianStart) -> Any:
-    return flow(model, loc=gaussian.loc, scale_tril=gaussian.scale_tril)
+    return flow(model, loc=gaussian.loc, scale_tril=gaussian.dense_tril)
 
 
 def _flow_rebuild(model: Model, state: dict[str, torch.Tensor]) -> Any:
@@ -123,7 +123,7 @@ class _Laplace:
             guide.loc.data.copy_(gaussian.loc)
             scale = gaussian.marginal_std
         guide.scale = scale  # PyroParam setter keeps the constraint
-        guide.scale_tril = gaussian.scale_tril / scale[:, None]
+        guide.scale_tril = gaussian.dense_tril / scale[:, None]
         return guide
 
     @staticmethod

@@ -72,24 +72,40 @@ class GaussianStart:
     ----------
     loc : torch.Tensor
         Mean, shape ``(d,)``.
-    scale_tril : torch.Tensor
-        Lower Cholesky factor of the covariance, shape ``(d, d)``.
+    scale_tril : torch.Tensor or None
+        Lower Cholesky factor of the covariance, shape ``(d, d)``; None for a diagonal
+        covariance given by ``std`` (no ``d x d`` matrix is formed: a model with a
+        latent per data point has tens of thousands of dimensions).
     sites : dict
         Site name -> ``(start, end, unconstrained shape)`` of its block in ``loc``.
     source : str
         Where it came from: ``"laplace"`` (MAP and inverse Hessian) or ``"init"`` (the
         model's initial point with a small isotropic spread).
+    std : torch.Tensor or None
+        The sds of a diagonal covariance (when ``scale_tril`` is None).
     """
 
     loc: torch.Tensor
-    scale_tril: torch.Tensor
+    scale_tril: torch.Tensor | None
     sites: SiteSlices
     source: str
+    std: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.scale_tril is None) == (self.std is None):
+            raise ValueError("a GaussianStart needs exactly one of scale_tril and std")
+
+    @property
+    def dense_tril(self) -> torch.Tensor:
+        """The Cholesky factor as a ``(d, d)`` matrix (diagonal starts: formed here)."""
+        return self.scale_tril if self.scale_tril is not None else torch.diag(self.std)
 
     @property
     def conditional_std(self) -> torch.Tensor:
         """``1 / sqrt(diag(precision))``: for a Gaussian posterior, exactly the mean-field
         optimum of KL(q || p)."""
+        if self.scale_tril is None:
+            return self.std
         eye = torch.eye(len(self.loc), dtype=self.loc.dtype, device=self.loc.device)
         inv_tril = torch.linalg.solve_triangular(self.scale_tril, eye, upper=False)
         return (inv_tril**2).sum(0).rsqrt()
@@ -97,6 +113,8 @@ class GaussianStart:
     @property
     def marginal_std(self) -> torch.Tensor:
         """Square roots of the diagonal of the covariance."""
+        if self.scale_tril is None:
+            return self.std
         return (self.scale_tril**2).sum(1).sqrt()
 
 
@@ -119,8 +137,8 @@ def initial_start(model: Callable[..., Any], data: dict[str, Any],
     with pyro.poutine.block(), torch.no_grad():
         proto._setup_prototype(**data)
         loc = proto._init_loc().detach()
-    tril = torch.eye(len(loc), dtype=loc.dtype, device=loc.device) * init_scale
-    return GaussianStart(loc, tril, site_slices(proto), "init")
+    return GaussianStart(loc, None, site_slices(proto), "init",
+                         std=torch.full_like(loc, init_scale))
 
 
 def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
@@ -254,12 +272,16 @@ class AutoWhitenedNormal(autoguide.AutoContinuous):
             self.center.copy_(start.loc)
             self.loc.zero_()
             if not self.low_rank:
-                self.precond.copy_(start.scale_tril)
+                self.precond.copy_(start.dense_tril)
                 self.log_scale.zero_()
                 self.tril.zero_()
                 return
             marginal = start.marginal_std
             self.precond.copy_(marginal)
+            if start.scale_tril is None:  # diagonal: nothing to correlate yet
+                self.log_scale.zero_()
+                self.cov_factor.copy_(1e-2 * torch.randn_like(self.cov_factor))
+                return
             # in units of the marginal sds: q = S (F F^T + I) S with S the conditional sds,
             # shrunk just enough that what they leave unexplained is positive semidefinite,
             # and F its leading eigenvectors (exact at full rank)
