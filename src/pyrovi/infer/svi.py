@@ -619,16 +619,18 @@ class SVIRun:
 
     def _log_weights_at(self, state: dict[str, torch.Tensor]) -> np.ndarray:
         """Log weights of ``PROGRESS_PARTICLES`` draws of the guide in ``state``, with the
-        run's seed (minibatches: averaged over one fixed pass)."""
+        run's seed. Minibatches: one fixed pass, its share of the draws per batch, the
+        batches' weights averaged (an estimate of the full data's as precise)."""
         guide = self._guide_from_state(state)
         if self.batches is None:
             return guide_log_weights(self.model, guide, self.data,
                                      num_samples=PROGRESS_PARTICLES, seed=self.seed)
-        total = np.zeros(PROGRESS_PARTICLES)
+        per_batch = max(10, math.ceil(PROGRESS_PARTICLES / self.batches.steps_per_epoch))
+        total = np.zeros(per_batch)
         for i, indices in enumerate(self.batches.one_pass()):
             total += guide_log_weights(self.batches.wrap(self.model, indices),
                                        self.batches.wrap(guide, indices), self.data,
-                                       num_samples=PROGRESS_PARTICLES, seed=self.seed + i)
+                                       num_samples=per_batch, seed=self.seed + i)
         return total / self.batches.steps_per_epoch
 
     def _reject(self) -> float:
