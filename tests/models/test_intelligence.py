@@ -27,12 +27,6 @@ def hs() -> dict:
     return cfa.load_data()
 
 
-needs_nuts = pytest.mark.skipif(
-    not (FIXTURES / "intelligence_marginal_nuts.nc").is_file()
-    or not (FIXTURES / "intelligence_nuts.nc").is_file(),
-    reason="cached NUTS references missing: run tests/fixtures/latent/make_intelligence.py")
-
-
 @pytest.fixture(scope="module")
 def nuts_marginal():
     return pyrovi.load_reference(FIXTURES / "intelligence_marginal_nuts.nc")
@@ -240,7 +234,6 @@ def test_first_loadings_are_positive_under_the_prior_and_its_transform() -> None
 
 
 # --------------------------------------------------------------------------- references
-@needs_nuts
 def test_nuts_agrees_with_an_independent_ml_fit(hs: dict, nuts_marginal) -> None:
     ml = ml_cfa(hs["x"].double().numpy(), hs["pattern"].numpy())
     # the independent ML fit is lavaan's (a sanity anchor for the test's own optimiser)
@@ -257,25 +250,38 @@ def test_nuts_agrees_with_an_independent_ml_fit(hs: dict, nuts_marginal) -> None
     assert int(nuts_marginal.sample_stats["diverging"].sum()) == 0
 
 
-def _mc_tolerance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Four Monte Carlo standard errors of a difference of two means of thinned NUTS draws
-    (thinning leaves them close to independent; ESS taken as half the draws to be safe)."""
-    return 4 * np.sqrt(a.var(0) / (len(a) / 2) + b.var(0) / (len(b) / 2))
+def _draws_and_ess(idata, site: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled draws ``(S, ...)`` of a site and the bulk ESS of each element (ArviZ)."""
+    import arviz as az
+
+    ess = az.ess(idata, var_names=[site], method="bulk")[site].values
+    return _flat(idata, site), ess
 
 
-@needs_nuts
+def _mc_tolerance(a: np.ndarray, ess_a: np.ndarray, b: np.ndarray, ess_b: np.ndarray
+                  ) -> np.ndarray:
+    """Four Monte Carlo standard errors of a difference of two posterior means."""
+    return 4 * np.sqrt(a.var(0) / ess_a + b.var(0) / ess_b)
+
+
 def test_marginal_and_person_forms_give_one_posterior_over_globals(nuts_marginal,
                                                                    nuts_person) -> None:
+    """NUTS on each form (the person form samples the 903 scores too): same globals within
+    Monte Carlo error (means within 4 MCSE by each run's bulk ESS, sds within 25%)."""
     for site in ("loadings", "intercepts", "residual_sd"):
-        a, b = _flat(nuts_marginal, site), _flat(nuts_person, site)
-        assert np.all(np.abs(a.mean(0) - b.mean(0)) < _mc_tolerance(a, b)), site
+        (a, ess_a), (b, ess_b) = _draws_and_ess(nuts_marginal, site), _draws_and_ess(
+            nuts_person, site)
+        assert np.all(np.abs(a.mean(0) - b.mean(0)) < _mc_tolerance(a, ess_a, b, ess_b)), site
         np.testing.assert_allclose(a.std(0), b.std(0), rtol=0.25, err_msg=site)
-    a = _corr(_flat(nuts_marginal, "factor_corr_chol"))[:, [0, 0, 1], [1, 2, 2]]
-    b = _corr(_flat(nuts_person, "factor_corr_chol"))[:, [0, 0, 1], [1, 2, 2]]
-    assert np.all(np.abs(a.mean(0) - b.mean(0)) < _mc_tolerance(a, b))
+    pairs = ([0, 0, 1], [1, 2, 2])
+    a = _corr(_flat(nuts_marginal, "factor_corr_chol"))[:, pairs[0], pairs[1]]
+    b = _corr(_flat(nuts_person, "factor_corr_chol"))[:, pairs[0], pairs[1]]
+    ess = [_draws_and_ess(ref, "factor_corr_chol")[1][pairs[1], pairs[0]]
+           for ref in (nuts_marginal, nuts_person)]  # ESS of the Cholesky entry (j, i)
+    assert np.all(np.abs(a.mean(0) - b.mean(0)) < _mc_tolerance(a, ess[0], b, ess[1]))
+    np.testing.assert_allclose(a.std(0), b.std(0), rtol=0.25)
 
 
-@needs_nuts
 def test_exact_scores_match_person_level_nuts(hs: dict, nuts_marginal, nuts_person) -> None:
     scores = cfa.score(nuts_marginal, data=hs, num_draws=400)
     assert scores.mean.shape == (301, 3) and scores.factors == list(cfa.FACTORS)
@@ -283,9 +289,10 @@ def test_exact_scores_match_person_level_nuts(hs: dict, nuts_marginal, nuts_pers
     n = ref.shape[1]
     sd_ref = ref.std(0)
     z = (scores.mean[:n] - ref.mean(0)) / sd_ref
-    assert np.abs(z).max() < 0.5 and np.abs(z).mean() < 0.15
+    # Monte Carlo error of a mean difference: ~0.07 sd (400 mixture draws, ~500 NUTS ESS)
+    assert np.abs(z).max() < 0.35 and np.abs(z).mean() < 0.1
     ratio = scores.sd[:n] / sd_ref
-    assert 0.9 < ratio.mean() < 1.1 and ratio.min() > 0.7 and ratio.max() < 1.4
+    assert 0.95 < ratio.mean() < 1.05 and ratio.min() > 0.75 and ratio.max() < 1.3
     frame = scores.to_frame()
     assert len(frame) == 903 and list(frame.columns[:2]) == ["person", "factor"]
     assert np.all(scores.lower < scores.mean) and np.all(scores.mean < scores.upper)
@@ -297,7 +304,6 @@ def test_exact_scores_match_person_level_nuts(hs: dict, nuts_marginal, nuts_pers
     np.testing.assert_allclose(partial.sd[:, 0], scores.sd[:5, 0], rtol=0.25)
 
 
-@needs_nuts
 def test_parameter_table_and_fit_indices_match_lavaan(hs: dict, nuts_marginal) -> None:
     table = cfa.parameter_table(nuts_marginal, data=hs)
     assert list(table.columns) == ["lhs", "op", "rhs", "est", "sd", "lower", "upper",
@@ -362,10 +368,14 @@ def test_amortized_guide_fits_and_encodes(hs: dict) -> None:
 
 @pytest.mark.slow
 def test_simulated_recovery_and_score_coverage() -> None:
-    """N = 2,000: loadings recovered, 90% intervals of the exact scores cover the truth."""
+    """N = 2,000: loadings recovered, 90% intervals of the exact scores cover the truth.
+
+    The marginal form with a full-rank guide, 200 steps from its Laplace start (at N = 2,000
+    the start is already close to the posterior of the 30 globals; the default converged fit
+    costs about three minutes here); scores are the exact conditionals mixed over its
+    draws."""
     data, truth = cfa.simulate(seed=0, N=2000)
-    fit = pyrovi.fit(cfa.model_marginal, data, guide="full_rank", seed=0)
-    assert fit.converged
+    fit = pyrovi.fit(cfa.model_marginal, data, guide="full_rank", num_steps=200, seed=0)
     table = cfa.parameter_table(fit, num_draws=400)
     est = table[table.op == "=~"].est.to_numpy()
     assert np.corrcoef(est, truth["loadings"].numpy())[0, 1] > 0.95
@@ -377,7 +387,6 @@ def test_simulated_recovery_and_score_coverage() -> None:
 
 
 @pytest.mark.slow
-@needs_nuts
 def test_full_rank_vi_agrees_with_ml_and_nuts_on_holzinger(hs: dict, nuts_marginal) -> None:
     fit = pyrovi.fit(cfa.model_marginal, hs, guide="full_rank", seed=0)
     assert fit.converged

@@ -38,6 +38,19 @@ and a mixture of ``2^K`` sign-flipped copies. Two ways to pin it down, chosen by
     scale and sign; the factor covariance is free: sds ``factor_sd`` ~ HalfNormal(2) and
     correlations ``factor_corr_chol`` ~ LKJCholesky(K, 2).
 
+The positivity constraint leaves the reflected copies outside the support, but not their
+pull: a sampler or optimiser that starts with a factor's *other* loadings negative cannot
+reach the identified mode without the first loading crossing zero, and settles at a
+boundary mode instead (first loading about 0.01, the others reflected, the factor's
+correlations with the rest sign-flipped). That region holds negligible posterior mass on
+the Holzinger - Swineford data, but a NUTS chain started there stays (Pyro's default start,
+uniform in ``(-2, 2)`` in the unconstrained space, lands there for some seeds; in the
+person-level form scores started at random set the factors' orientation). Start inside the
+identified basin: the engine's variational fits do (prior median: first loadings 1, the
+others 0, scores 0); ``tests/fixtures/latent/make_intelligence.py`` shows a NUTS start.
+Under ``"marker"`` the factor sd plays the first loading's part (the effective loadings
+``factor_sd * loadings`` cross zero only through ``factor_sd = 0``).
+
 The loadings site is a vector over the nonzero pattern entries taken factor by factor, in
 indicator order within a factor (lavaan's order: ``visual =~ x1, x2, x3``, then
 ``textual =~ ...``); :func:`loading_matrix` scatters it back into ``Lambda``.
