@@ -75,3 +75,26 @@ def test_latent_health_quick(tmp_path: Path) -> None:
     loadings = table[table["op"] == "=~"].set_index("rhs")["est"]
     # self-rated health anchors the factor; physical limitation loads the other way
     assert loadings["hlth"] > 0 and loadings["physlm"] < 0
+
+
+@pytest.mark.slow
+def test_intelligence_holzinger_quick(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
+    reference = ROOT / "tests" / "fixtures" / "latent" / "intelligence_marginal_nuts.nc"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "case_studies" / "intelligence_holzinger.py"), "--quick",
+         "--reference", str(reference), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    for name in ("summary.md", "summary.csv", "scores.png", "full_rank/report.html",
+                 "mean_field/report.html", "amortized/report.html"):
+        assert (out / name).is_file(), name
+    summary = (out / "summary.md").read_text()
+    assert "Amortization gap" in summary and "visual | =~ | x1" in summary
+    # BRMSEA of the stored NUTS run; lavaan's ML RMSEA on these data is 0.092
+    brmsea = float(summary.split("BRMSEA = ")[1].split()[0])
+    assert 0.08 < brmsea < 0.105
+    table = pd.read_csv(out / "summary.csv").set_index("fit")
+    assert table.loc["full_rank (marginal)", "loadings sd ratio (median)"] == pytest.approx(
+        1.0, abs=0.3)

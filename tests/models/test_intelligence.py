@@ -371,9 +371,9 @@ def test_simulated_recovery_and_score_coverage() -> None:
     """N = 2,000: loadings recovered, 90% intervals of the exact scores cover the truth.
 
     The marginal form with a full-rank guide, 200 steps from its Laplace start (at N = 2,000
-    the start is already close to the posterior of the 30 globals; the default converged fit
-    costs about three minutes here); scores are the exact conditionals mixed over its
-    draws."""
+    the start is already close to the posterior of the 30 globals: the default converged fit,
+    3,400 steps and ~50 s, ends with the same guide, ELBO and loadings equal to 1e-9); scores
+    are the exact conditionals mixed over its draws."""
     data, truth = cfa.simulate(seed=0, N=2000)
     fit = pyrovi.fit(cfa.model_marginal, data, guide="full_rank", num_steps=200, seed=0)
     table = cfa.parameter_table(fit, num_draws=400)
