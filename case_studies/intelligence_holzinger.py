@@ -158,7 +158,10 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         cmp.write(out / label.split()[0])
         loadings = _site_row(cmp, "loadings")
         row = {"fit": label, "verdict": cmp.summary["verdict"],
-               "ELBO": round(fit.elbo, 2), "converged": fit.converged,
+               "ELBO": round(fit.elbo, 2),
+               # a fixed step count reports converged=True: say which it was
+               "stopping": "converged" if args.num_steps is None and fit.converged
+               else f"fixed {args.num_steps} steps" if args.num_steps else "not converged",
                "steps": len(fit.losses),
                "max |mean error| (ref sd)": round(cmp.summary["max_abs_mean_error_z"], 3),
                "loadings sd ratio (median)": round(loadings["median_sd_ratio"], 3),
