@@ -60,7 +60,7 @@ def person_reference(ref: az.InferenceData, data: dict, seed: int) -> tuple[az.I
     """NUTS draws of the globals plus one exact draw of every pupil's scores per draw."""
     post = ref.posterior
     chains, draws = post.sizes["chain"], post.sizes["draw"]
-    scores = cfa.score(ref, data=data, num_draws=chains * draws, seed=seed)
+    scores = cfa.score_draws(ref, data=data, num_draws=chains * draws, seed=seed)
     values = {site: post[site].values for site in post.data_vars}
     values["scores"] = scores.draws.reshape(chains, draws, *scores.draws.shape[1:])
     return az.from_dict(posterior=values), scores
@@ -172,7 +172,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
             row["scores 90% coverage"] = round(scores["coverage"], 3)
             shown[label] = _scores_of(fit, 400, args.seed)
         else:
-            exact = cfa.score(fit, num_draws=400, seed=args.seed)
+            exact = cfa.score_draws(fit, num_draws=400, seed=args.seed)
             shown[label + ", exact scores"] = {"mean": exact.mean, "lower": exact.lower,
                                                "upper": exact.upper}
         rows.append(row)

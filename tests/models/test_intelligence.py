@@ -283,7 +283,7 @@ def test_marginal_and_person_forms_give_one_posterior_over_globals(nuts_marginal
 
 
 def test_exact_scores_match_person_level_nuts(hs: dict, nuts_marginal, nuts_person) -> None:
-    scores = cfa.score(nuts_marginal, data=hs, num_draws=400)
+    scores = cfa.score_draws(nuts_marginal, data=hs, num_draws=400)
     assert scores.mean.shape == (301, 3) and scores.factors == list(cfa.FACTORS)
     ref = _flat(nuts_person, "scores")  # the first 100 pupils
     n = ref.shape[1]
@@ -299,7 +299,7 @@ def test_exact_scores_match_person_level_nuts(hs: dict, nuts_marginal, nuts_pers
     # scoring new people: pupils with tests missing get wider intervals
     new = dict(hs, x=hs["x"][:5].clone(), mask=hs["mask"][:5].clone())
     new["mask"][:, 3:6] = False
-    partial = cfa.score(nuts_marginal, new_data=new, data=hs, num_draws=400)
+    partial = cfa.score_draws(nuts_marginal, new_data=new, data=hs, num_draws=400)
     assert np.all(partial.sd[:, 1] > 1.5 * scores.sd[:5, 1])
     np.testing.assert_allclose(partial.sd[:, 0], scores.sd[:5, 0], rtol=0.25)
 
@@ -362,7 +362,7 @@ def test_amortized_guide_fits_and_encodes(hs: dict) -> None:
     draws = fit.sample(num_samples=20)
     assert draws["scores"].shape == (20, 301, 3)
     assert bool((draws["loadings"][:, [0, 3, 6]] > 0).all())
-    scores = cfa.score(fit, num_draws=20)
+    scores = cfa.score_draws(fit, num_draws=20)
     assert scores.mean.shape == (301, 3)
 
 
@@ -380,7 +380,7 @@ def test_simulated_recovery_and_score_coverage() -> None:
     est = table[table.op == "=~"].est.to_numpy()
     assert np.corrcoef(est, truth["loadings"].numpy())[0, 1] > 0.95
     np.testing.assert_allclose(est, truth["loadings"].numpy(), atol=0.1)
-    scores = cfa.score(fit, num_draws=200)
+    scores = cfa.score_draws(fit, num_draws=200)
     true = truth["scores"].numpy()
     covered = ((scores.lower <= true) & (true <= scores.upper)).mean()
     assert 0.85 <= covered <= 0.95, covered

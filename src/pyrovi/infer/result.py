@@ -62,7 +62,9 @@ class SVIFit:
     elbo_name : str
         The ELBO family used for the fit.
     converged : bool
-        Whether the stopping rule was met (always True for a fixed step count).
+        Whether the stopping rule was met: a fit that ran a fixed ``num_steps`` (or
+        ``num_epochs``) is converged only if the rule had fired by then; held-out early
+        stopping counts as a stop.
     seed : int
         The seed the fit used.
     params : dict

@@ -804,7 +804,8 @@ def fit(
         Fixed number of SVI steps after the start trial (whose second, longer stage is
         then skipped); ``None`` runs until the stopping rule of
         :mod:`pyrovi.infer.schedule` fires (at most ``max_steps``, with a
-        :class:`ConvergenceWarning` at the cap).
+        :class:`ConvergenceWarning` at the cap). A fixed count does not make the fit
+        converged: ``fit.converged`` says whether the stopping rule had fired.
     lr : float or None
         Initial step size; by default chosen by a short trial among the family's
         candidates (:data:`STEP_SIZES`, in units of q's sds for preconditioned guides).
@@ -903,11 +904,11 @@ def fit(
     finally:
         bar.close()
     run.history["validation_elbo"] = validation
-    converged = num_steps is not None or run.converged or stale >= patience
+    converged = run.converged or stale >= patience  # a fixed step count is not a stop rule
     if best is not None and stale > 0 and isinstance(run.guide, torch.nn.Module):
         run.guide.load_state_dict(best[1])  # the best epoch's guide ...
         run.step_in_window = 1  # ... as it was, not averaged with the window after it
-    if not converged:
+    if not converged and num_steps is None:
         warnings.warn(
             f"SVI did not converge in {max_steps} steps (the smoothed ELBO was still "
             "improving); pass a larger max_steps or a fixed num_steps",

@@ -903,9 +903,9 @@ def conditional_scores(g: GlobalDraws, x: np.ndarray, mask: np.ndarray
     return mean, cov
 
 
-def score(fit_or_idata: Any, new_data: Mapping[str, Any] | None = None,
-          data: Mapping[str, Any] | None = None, factors: Sequence[str] | None = None,
-          num_draws: int = 400, prob: float = 0.9, seed: int = 0) -> FactorScores:
+def score_draws(fit_or_idata: Any, new_data: Mapping[str, Any] | None = None,
+                data: Mapping[str, Any] | None = None, factors: Sequence[str] | None = None,
+                num_draws: int = 400, prob: float = 0.9, seed: int = 0) -> FactorScores:
     """Factor scores of ``new_data``'s people: the exact Gaussian conditional per draw.
 
     For each posterior draw of the globals the scores' posterior is Gaussian
@@ -930,8 +930,9 @@ def score(fit_or_idata: Any, new_data: Mapping[str, Any] | None = None,
     -------
     FactorScores
     """
-    g, fit_data = global_draws(fit_or_idata, data if data is not None else new_data,
-                               num_draws, seed)
+    if data is None and new_data is not None and "pattern" in new_data:
+        data = new_data  # new people given with their structure
+    g, fit_data = global_draws(fit_or_idata, data, num_draws, seed)
     target = dict(new_data if new_data is not None else fit_data)
     if "x" not in target:
         raise ValueError("no data to score: pass new_data with x (and mask)")
@@ -951,6 +952,29 @@ def score(fit_or_idata: Any, new_data: Mapping[str, Any] | None = None,
 
 
 # --------------------------------------------------------------------------- fit indices
+
+def score(fit_or_idata: Any, new_data: Mapping[str, Any] | None = None,
+          data: Mapping[str, Any] | None = None, factors: Sequence[str] | None = None,
+          num_draws: int = 400, prob: float = 0.9, seed: int = 0) -> pd.DataFrame:
+    """Factor scores of people, as a table: one row per person and factor.
+
+    The exact Gaussian conditional per posterior draw of the globals, mixed over the
+    draws (:func:`score_draws`, which also returns the draws themselves).
+
+    Parameters
+    ----------
+    fit_or_idata, new_data, data, factors, num_draws, prob, seed
+        As for :func:`score_draws`: ``new_data`` needs only ``x`` (and ``mask``) of the
+        people to score; the structure comes from the fit.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``person``, ``factor``, ``mean``, ``sd``, ``lower``, ``upper``.
+    """
+    return score_draws(fit_or_idata, new_data, data, factors, num_draws, prob,
+                       seed).to_frame()
+
 def _ml_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = x.mean(0)
     centred = x - mean
