@@ -59,7 +59,7 @@ def exact_conditional(data: dict, w: torch.Tensor) -> tuple[torch.Tensor, torch.
 @pytest.fixture(scope="module")
 def amortized_fit() -> pyrovi.infer.SVIFit:
     pyro.set_rng_seed(0)
-    data, _ = simulate(300, seed=1, missing=0.2)
+    data, _ = simulate(200, seed=1, missing=0.2)
     return pyrovi.fit(factor_model, data, guide=FAMILY.name)
 
 
@@ -84,7 +84,8 @@ def test_encoder_matches_the_exact_conditional_with_missing_values(amortized_fit
     # answer out of four are rare in training and off by up to ~0.8 sd (amortization).
     z = ((loc[:, 0] - mean) / sd).abs()
     assert z.median() < 0.1 and z.quantile(0.95) < 0.5
-    assert ((scale[:, 0] / sd) - 1).abs().max() < 0.2
+    ratio = ((scale[:, 0] / sd) - 1).abs()
+    assert ratio.median() < 0.05 and ratio.quantile(0.95) < 0.15
 
 
 @pytest.mark.slow
@@ -102,7 +103,7 @@ def test_minibatched_fit_draws_every_person(amortized_fit) -> None:
     data = {**amortized_fit.data, "batch_size": 50}
     fit = pyrovi.fit(factor_model, data, guide=FAMILY.name, batch_size=50, num_epochs=40)
     draws = fit.posterior(100).posterior
-    assert draws["theta"].shape == (1, 100, 300)
+    assert draws["theta"].shape == (1, 100, 200)
     assert np.isfinite(fit.log_weights(20)).all()
     w = draws["w"].values.reshape(-1, 4).mean(0)
     assert np.allclose(w, LOADINGS.numpy(), atol=0.2)
