@@ -41,6 +41,7 @@ from torch import nn
 from torch.distributions import biject_to, constraints
 
 from pyrovi.guides.family import GuideFamily
+from pyrovi.guides.gaussian import MeanFieldNormal
 
 Features = Callable[[dict[str, Any]], torch.Tensor]
 
@@ -155,8 +156,6 @@ class AmortizedGuide(PyroModule):
         super().__init__(name="amortized")
         if not local_sites:
             raise ValueError("an amortized guide needs at least one local site")
-        from pyrovi.guides.gaussian import MeanFieldNormal
-
         self.model = model
         self.local_names = tuple(local_sites)
         self.features = features
