@@ -65,9 +65,13 @@ def still_falling(losses: np.ndarray) -> bool:
     if n < 3:
         return True
     t = np.arange(n, dtype=float) - (n - 1) / 2
-    slope = float(t @ (losses - losses.mean()) / (t @ t))
-    resid = losses - losses.mean() - slope * t
-    se = math.sqrt(float(resid @ resid) / (n - 2) / float(t @ t))
+    with np.errstate(over="ignore", invalid="ignore"):  # losses of 1e300 early in a fit
+        centred = np.asarray(losses, dtype=float) - np.mean(losses)
+        slope = float(t @ centred / (t @ t))
+        resid = centred - slope * t
+        se = math.sqrt(float(resid @ resid) / (n - 2) / float(t @ t))
+    if not (math.isfinite(slope) and math.isfinite(se)):
+        return True  # no trend can be read from overflowing losses: not a plateau
     return slope < -2.0 * se
 
 
