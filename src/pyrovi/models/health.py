@@ -109,6 +109,7 @@ from pyrovi.guides import GUIDE_FAMILIES, amortized_family, register_family
 from pyrovi.infer.result import SVIFit
 from pyrovi.models._data import pick_dataset
 from pyrovi.models.gmm import SortedNormal
+from pyrovi.models.missing import masked_features, split_missing
 from pyrovi.models.spec import ModelSpec
 
 TYPES = ("normal", "count", "binary", "ordinal")
@@ -419,7 +420,7 @@ def features(data: Mapping[str, Any]) -> torch.Tensor:
     ncat = torch.as_tensor(data["num_categories"]).to(device=y.device, dtype=y.dtype)
     x = torch.where(types == COUNT, torch.log1p(y.clamp(min=0.0)), y)
     x = torch.where(types == ORDINAL, y / (ncat - 1.0).clamp(min=1.0), x)
-    return torch.cat([x * mask, mask], -1)
+    return masked_features(x, mask)
 
 
 AMORTIZED_FAMILY = register_family(amortized_family(
@@ -447,14 +448,10 @@ def nan_to_mask(values: Any) -> tuple[torch.Tensor, torch.Tensor]:
     mask : Tensor of bool, shape (N, P)
         True where observed.
     """
-    array = np.asarray(values.to_numpy(dtype=float) if isinstance(values, pd.DataFrame)
-                       else values, dtype=float)
-    if array.ndim == 1:
-        array = array[:, None]
-    mask = ~np.isnan(array)
-    if np.isinf(array[mask]).any():
-        raise ValueError("the measurements hold infinite values")
-    return torch.as_tensor(np.where(mask, array, 0.0)), torch.as_tensor(mask)
+    if isinstance(values, pd.DataFrame):
+        values = values.to_numpy(dtype=float, na_value=np.nan)
+    array = np.asarray(values, dtype=float)
+    return split_missing(array[:, None] if array.ndim == 1 else array)
 
 
 def make_data(

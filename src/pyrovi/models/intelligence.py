@@ -119,6 +119,7 @@ from torch.distributions.transforms import Transform
 from pyrovi.diagnostics import interval_summary, posterior_predictive_pvalue
 from pyrovi.guides import GUIDE_FAMILIES, amortized_family, register_family
 from pyrovi.models._data import pick_dataset
+from pyrovi.models.missing import masked_features, split_missing
 from pyrovi.models.spec import ModelSpec
 
 DATASETS = ("holzinger_swineford",)
@@ -511,14 +512,8 @@ def to_masked(values: np.ndarray | pd.DataFrame | torch.Tensor
     ValueError
         If the input is not 2-D or holds infinite values.
     """
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2-D table of measurements, got shape {arr.shape}")
-    if np.isinf(arr).any():
-        raise ValueError("measurements hold infinite values")
-    mask = ~np.isnan(arr)
-    x = np.where(mask, arr, 0.0)
-    return torch.as_tensor(x, dtype=torch.get_default_dtype()), torch.as_tensor(mask)
+    x, mask = split_missing(values)
+    return x.to(torch.get_default_dtype()), mask
 
 
 def make_data(values: np.ndarray | pd.DataFrame, structure: Mapping[str, Sequence[str]],
@@ -687,8 +682,7 @@ def simulate_marginal(seed: int = 0, **sizes: Any) -> tuple[dict[str, Any], dict
 def features(data: Mapping[str, Any]) -> torch.Tensor:
     """Encoder input per person: the tests with missing entries zeroed, then the mask."""
     x = torch.as_tensor(data["x"])
-    mask = _mask(x, data.get("mask")).to(x.dtype)
-    return torch.cat([x * mask, mask], -1)
+    return masked_features(x, _mask(x, data.get("mask")))
 
 
 # --------------------------------------------------------------------------- draws

@@ -77,6 +77,7 @@ from pyrovi.guides import GUIDE_FAMILIES, register_family
 from pyrovi.guides.amortized import amortized_family
 from pyrovi.infer.result import SVIFit
 from pyrovi.models._data import pick_dataset, read_json
+from pyrovi.models.missing import masked_features, split_missing
 from pyrovi.models.spec import ModelSpec
 
 DATASETS = ("lsat6", "lsat7")
@@ -133,16 +134,13 @@ def responses_and_mask(x: Any) -> tuple[torch.Tensor, torch.Tensor]:
     ValueError
         If ``x`` is not two-dimensional or holds a value other than 0, 1 or NaN.
     """
-    arr = x.to_numpy(dtype=float, na_value=np.nan) if isinstance(x, pd.DataFrame) \
-        else np.asarray(x, dtype=float)
-    if arr.ndim != 2:
-        raise ValueError(f"responses must be two-dimensional (people x items), got shape "
-                         f"{arr.shape}")
-    mask = ~np.isnan(arr)
-    if not np.isin(arr[mask], (0.0, 1.0)).all():
+    try:
+        y, mask = split_missing(x)
+    except ValueError as exc:
+        raise ValueError(f"responses: {exc}") from None
+    if not np.isin(y[mask].numpy(), (0.0, 1.0)).all():
         raise ValueError("responses must be 0, 1 or NaN (missing)")
-    y = np.where(mask, arr, 0.0)
-    return torch.tensor(y, dtype=torch.float32), torch.tensor(mask)
+    return y.float(), mask
 
 
 @functools.cache
@@ -704,10 +702,7 @@ def align_persons(vi: az.InferenceData, ref: az.InferenceData,
 
 def features(data: Mapping[str, Any]) -> torch.Tensor:
     """The encoder's input per person: answers with missing ones zeroed, then the mask."""
-    y = torch.as_tensor(data["y"])
-    mask = data.get("mask")
-    mask = torch.ones_like(y) if mask is None else torch.as_tensor(mask).to(y.dtype)
-    return torch.cat([y * mask, mask], dim=-1)
+    return masked_features(data["y"], data.get("mask"))
 
 
 AMORTIZED_IRT = register_family(amortized_family(
