@@ -25,10 +25,13 @@ from pyrovi.diagnostics import (
 )
 from pyrovi.report.figures import ReportFigure
 from pyrovi.report.text import (
+    LOCAL_SITE_HEADER,
     VERDICTS,
     context_rows,
     fmt,
     health_rows,
+    local_site_note,
+    local_site_rows,
     pyrovi_version,
     summary_rows,
     verdict_of,
@@ -132,32 +135,16 @@ def _local_sites(cmp: Comparison) -> list[str]:
     sites = cmp.local_sites
     if sites is None or sites.empty:
         return []
-    level = f"{INTERVAL_PROB:g}"
-    head = "".join(
-        f"<th>{escape(h)}</th>"
-        for h in (
-            "elements",
-            "median |error| (ref sd)",
-            "max |error| (ref sd)",
-            "median sd ratio",
-            "sd ratio 5–95%",
-            f"coverage ({level})",
-        )
-    )
+    head = "".join(f"<th>{escape(h)}</th>" for h in LOCAL_SITE_HEADER[1:])
     body = "".join(
-        f'<tr><td class="name">{escape(str(r.site))}</td><td>{r.parameters}</td>'
-        f"<td>{escape(fmt(r.median_abs_error_z, 2))}</td>"
-        f"<td>{escape(fmt(r.max_abs_error_z, 2))}</td>"
-        f"<td>{escape(fmt(r.median_sd_ratio, 2))}</td>"
-        f"<td>{escape(fmt(r.sd_ratio_low, 2))} – {escape(fmt(r.sd_ratio_high, 2))}</td>"
-        f"<td>{escape(fmt(r.coverage, 3))}</td></tr>"
-        for r in sites.itertuples()
+        f'<tr><td class="name">{escape(row[0])}</td>'
+        + "".join(f"<td>{escape(cell)}</td>" for cell in row[1:])
+        + "</tr>"
+        for row in local_site_rows(sites)
     )
     return [
         "<h2>Local sites</h2>",
-        '<p class="context-line">One row per per-person site; every element is in '
-        f"table.csv. Coverage: the share of reference draws inside the VI {level} "
-        f"intervals ({level} when calibrated, less when q is over-confident).</p>",
+        f'<p class="context-line">{escape(local_site_note(INTERVAL_PROB))}</p>',
         f'<table id="local-sites"><thead><tr><th class="name">site</th>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table>",
     ]

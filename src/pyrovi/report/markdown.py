@@ -11,19 +11,24 @@ from typing import TYPE_CHECKING, Any
 from pyrovi import diagnostics as dg
 from pyrovi.comparison import TABLE_UNITS
 from pyrovi.report.text import (
+    LOCAL_SITE_HEADER,
     VERDICTS,
     context_rows,
     fmt,
     health_rows,
+    local_site_note,
+    local_site_rows,
     pyrovi_version,
     summary_rows,
     verdict_of,
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pyrovi.comparison import Comparison
 
-__all__ = ["local_site_lines", "markdown_table", "render_markdown"]
+__all__ = ["frame_table", "local_site_lines", "markdown_table", "render_markdown"]
 
 
 def _cell(value: Any) -> str:
@@ -54,44 +59,23 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     return "\n".join(lines)
 
 
+def frame_table(frame: pd.DataFrame) -> str:
+    """A data frame as a Markdown table, as :func:`markdown_table` writes one (the index is
+    not shown: make it a column first if it matters)."""
+    return markdown_table([str(c) for c in frame.columns], list(frame.itertuples(index=False)))
+
+
 def local_site_lines(cmp: Comparison) -> list[str]:
     """The "Local sites" section: one row per per-person site (none without one)."""
     sites = cmp.local_sites
     if sites is None or sites.empty:
         return []
-    level = f"{dg.INTERVAL_PROB:g}"
-    rows = [
-        (
-            r.site,
-            r.parameters,
-            fmt(r.median_abs_error_z, 2),
-            fmt(r.max_abs_error_z, 2),
-            fmt(r.median_sd_ratio, 2),
-            f"{fmt(r.sd_ratio_low, 2)} – {fmt(r.sd_ratio_high, 2)}",
-            fmt(r.coverage, 3),
-        )
-        for r in sites.itertuples()
-    ]
     return [
         "## Local sites",
         "",
-        "One row per per-person site; each element is in `table.csv`. Errors in reference "
-        f"sd; coverage is the share of reference draws inside the VI {level} intervals "
-        f"({level} when calibrated, less when q is over-confident).",
+        local_site_note(dg.INTERVAL_PROB),
         "",
-        markdown_table(
-            [
-                "site",
-                "elements",
-                "median |error|",
-                "max |error|",
-                "median sd ratio",
-                "sd ratio 5–95%",
-                f"coverage ({level})",
-            ],
-            rows,
-            "lrrrrrr",
-        ),
+        markdown_table(LOCAL_SITE_HEADER, local_site_rows(sites), "lrrrrrr"),
         "",
     ]
 

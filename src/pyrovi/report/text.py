@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pyrovi.comparison import MODEL_UNITS, Summary
 from pyrovi.diagnostics import (
@@ -31,12 +32,15 @@ SUMMARY_UNITS: dict[str, str] = Summary.units()
 """Unit of each numeric summary field (read from :class:`~pyrovi.comparison.Summary`)."""
 
 __all__ = [
+    "LOCAL_SITE_HEADER",
     "SUMMARY_UNITS",
     "VERDICTS",
     "SummaryRow",
     "context_rows",
     "fmt",
     "health_rows",
+    "local_site_note",
+    "local_site_rows",
     "pyrovi_version",
     "summary_rows",
     "verdict_of",
@@ -301,3 +305,40 @@ def context_rows(labels: Mapping[str, Any]) -> list[tuple[str, str]]:
         if name not in ("model", "guide", "data", "relabelling"):
             rows.append((str(name).replace("_", " ").capitalize(), str(value)))
     return rows
+
+
+LOCAL_SITE_HEADER = (
+    "site",
+    "elements",
+    "median |error| (ref sd)",
+    "max |error| (ref sd)",
+    "median sd ratio",
+    "sd ratio 5–95%",
+    "coverage",
+)
+"""Column titles of the local-site table of a report."""
+
+
+def local_site_rows(sites: pd.DataFrame) -> list[tuple[str, ...]]:
+    """The rows of the local-site table, formatted (one per per-person site)."""
+    return [
+        (
+            str(r.site),
+            fmt(r.parameters),
+            fmt(r.median_abs_error_z, 2),
+            fmt(r.max_abs_error_z, 2),
+            fmt(r.median_sd_ratio, 2),
+            f"{fmt(r.sd_ratio_low, 2)} – {fmt(r.sd_ratio_high, 2)}",
+            fmt(r.coverage, 3),
+        )
+        for r in sites.itertuples()
+    ]
+
+
+def local_site_note(level: float) -> str:
+    """What the local-site table holds and how to read its coverage."""
+    return (
+        f"One row per per-person site; every element is in table.csv. Coverage: the "
+        f"share of reference draws inside the VI {level:g} intervals ({level:g} when "
+        "calibrated, less when q is over-confident)."
+    )
