@@ -166,6 +166,7 @@ class AmortizedGuide(PyroModule):
         self.globals = (globals_guide or MeanFieldNormal)(hidden_model)
         self.locals: list[_LocalSite] | None = None
         self.encoder: Encoder | None = None
+        self._cache: tuple[tuple[Any, ...], list[torch.Tensor], torch.Tensor] | None = None
 
     def _setup(self, data: dict[str, Any]) -> None:
         with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
@@ -192,14 +193,27 @@ class AmortizedGuide(PyroModule):
         """
         if self.encoder is None:
             self._setup(data)
-        h = self.features(data)
-        return self.encoder((h - self.feature_mean) / self.feature_sd)
+        return self.encoder(self._standardized(data))
+
+    def _standardized(self, data: dict[str, Any]) -> torch.Tensor:
+        """The standardised features of every person, computed once per data set (not once
+        per step: the features of 20,000 people would be rebuilt for each minibatch)."""
+        tensors = [(name, value) for name, value in sorted(data.items())
+                   if isinstance(value, torch.Tensor)]
+        key = tuple((name, id(value), value._version) for name, value in tensors)
+        key += (self.feature_mean._version, self.feature_sd._version)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                h = (self.features(data) - self.feature_mean) / self.feature_sd
+            # the cache holds the data tensors, so their ids cannot be reused meanwhile
+            self._cache = (key, [value for _, value in tensors], h)
+        return self._cache[2]
 
     def forward(self, **data: Any) -> dict[str, torch.Tensor]:
         if self.encoder is None:
             self._setup(data)
         values = dict(self.globals(**data))
-        h = self.features(data)
+        h = self._standardized(data)
         first = self.locals[0]
         with contextlib.ExitStack() as stack:
             for name, size, dim in first.other_plates:
@@ -207,7 +221,7 @@ class AmortizedGuide(PyroModule):
             idx = stack.enter_context(pyro.plate(
                 self.plate, h.shape[0], subsample_size=data.get(self.batch_key),
                 dim=first.plate_dim))
-            loc, scale = self.encoder((h[idx] - self.feature_mean) / self.feature_sd)
+            loc, scale = self.encoder(h[idx])
             start = 0
             for site in self.locals:
                 stop = start + site.size
