@@ -183,9 +183,33 @@ def _table_stats(cmp: Any) -> tuple[float, float, bool]:
     return z, worst, good
 
 
+BASELINE_COLUMNS = ("elbo_baseline", "se_baseline", "sec_baseline", "grad_baseline",
+                    "maxz_baseline", "sdratio_baseline")
+
+
+def _baseline_columns(port: Any, data: dict[str, Any], ref: az.InferenceData,
+                      guide_name: str, steps: int, seed: int) -> dict[str, Any]:
+    """The plain Pyro baseline's columns (:data:`BASELINE_COLUMNS`) of one row."""
+    import pyrovi
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = baseline_elbo(port.model, data, guide_name, steps=steps, seed=seed)
+        draws = guide_draws(port.model, base["guide"], data, seed=seed)
+        base_cmp = pyrovi.compare(draws, ref, seed=seed)
+    maxz, sdratio, _ = _table_stats(base_cmp)
+    return {"elbo_baseline": base["elbo"], "se_baseline": base["se"],
+            "sec_baseline": base["seconds"], "grad_baseline": base["grad_evals"],
+            "maxz_baseline": maxz, "sdratio_baseline": sdratio}
+
+
 def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: str,
-            baseline_steps: int = BASELINE_STEPS, seed: int = 0) -> dict[str, Any]:
-    """pyrovi's fit and the baseline on one posterior and guide family: one table row."""
+            baseline_steps: int = BASELINE_STEPS, seed: int = 0,
+            baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """pyrovi's fit and the baseline on one posterior and guide family: one table row.
+
+    ``baseline``: the baseline's columns from an earlier run with the same seed and steps
+    (plain Pyro does not change with pyrovi), reused instead of fitting it again."""
     import pyrovi
 
     row: dict[str, Any] = {"posterior": port.name, "guide": guide_name}
@@ -213,19 +237,14 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
             row["warnings"] = ",".join(kinds)
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the run
         errors.append("pyrovi: " + _one_line(exc))
-    # (b) the plain Pyro baseline
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            base = baseline_elbo(port.model, data, guide_name, steps=baseline_steps, seed=seed)
-            row["elbo_baseline"], row["se_baseline"] = base["elbo"], base["se"]
-            row["sec_baseline"] = base["seconds"]
-            row["grad_baseline"] = base["grad_evals"]
-            draws = guide_draws(port.model, base["guide"], data, seed=seed)
-            base_cmp = pyrovi.compare(draws, ref, seed=seed)
-        row["maxz_baseline"], row["sdratio_baseline"], _ = _table_stats(base_cmp)
-    except Exception as exc:  # noqa: BLE001
-        errors.append("baseline: " + _one_line(exc))
+    # (b) the plain Pyro baseline, or its columns from an earlier run
+    if baseline is not None:
+        row.update({k: baseline[k] for k in BASELINE_COLUMNS if pd.notna(baseline.get(k))})
+    else:
+        try:
+            row.update(_baseline_columns(port, data, ref, guide_name, baseline_steps, seed))
+        except Exception as exc:  # noqa: BLE001
+            errors.append("baseline: " + _one_line(exc))
     if "elbo_pyrovi" in row and "elbo_baseline" in row:
         row["elbo_diff"] = row["elbo_pyrovi"] - row["elbo_baseline"]
         row["diff_se"] = math.hypot(row["se_pyrovi"], row["se_baseline"])
@@ -391,6 +410,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-steps", type=int, default=BASELINE_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="posteriordb_results.csv", help="CSV of the table")
+    parser.add_argument("--baselines-from", default=None, metavar="CSV",
+                        help="reuse the plain Pyro columns of an earlier results CSV (same "
+                             "seed and --baseline-steps): only pyrovi's fits run")
     parser.add_argument("--stein", action="store_true",
                         help="only run the Stein check of the ports against the full "
                              "reference draws and print its table")
@@ -447,6 +469,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
           f"{torch.get_num_threads()}", flush=True)
     rows = []
     jobs = [(n, g) for n in names for g in guides]
+    earlier: dict[tuple[str, str], dict[str, Any]] = {}
+    if args.baselines_from:
+        earlier = {(r["posterior"], r["guide"]): r
+                   for r in pd.read_csv(args.baselines_from).to_dict(orient="records")}
     loaded: dict[str, tuple[Any, Any]] = {}
     for name, guide_name in tqdm(jobs, desc="posteriordb", dynamic_ncols=True):
         try:
@@ -455,7 +481,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
                 loaded[name] = (data, pyrovi.load_reference(ref_path))
             data, ref = loaded[name]
             row = run_row(ports.POSTERIORS[name], data, ref, guide_name,
-                          baseline_steps=args.baseline_steps, seed=args.seed)
+                          baseline_steps=args.baseline_steps, seed=args.seed,
+                          baseline=earlier.get((name, guide_name)))
         except Exception as exc:  # noqa: BLE001 - loading failed: report it in the row
             row = {"posterior": name, "guide": guide_name, "error": _one_line(exc)}
         rows.append(row)
