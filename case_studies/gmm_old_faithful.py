@@ -28,6 +28,7 @@ from matplotlib.patches import Ellipse  # noqa: E402
 import pyrovi  # noqa: E402
 from pyrovi.infer import em  # noqa: E402
 from pyrovi.models import gmm, gmm_full  # noqa: E402
+from pyrovi.report.markdown import frame_table  # noqa: E402
 
 if TYPE_CHECKING:
     import arviz as az
@@ -106,14 +107,6 @@ def _row(method: str, model: str, cmp: pyrovi.Comparison) -> dict[str, object]:
     }
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main(args: argparse.Namespace) -> pd.DataFrame:
     """Run the study; returns the side-by-side table (also written to ``args.out``)."""
     if args.quick:
@@ -152,7 +145,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
     table.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(
         f"# Gaussian mixtures on {args.data}\n\n"
-        + _markdown(table)
+        + frame_table(table)
         + "\n\nComponents are relabelled to the NUTS reference's order before comparison "
           "(per-draw permutation to a pivot). Means and sds are in the data's units "
           "(minutes for Old Faithful). Reports: `gmm_mean_field/`, `gmm_full_rank/`, "

@@ -36,6 +36,7 @@ import pandas as pd  # noqa: E402
 import pyrovi  # noqa: E402
 from pyrovi.diagnostics import interval_summary  # noqa: E402
 from pyrovi.models import intelligence as cfa  # noqa: E402
+from pyrovi.report.markdown import frame_table  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,13 +116,6 @@ def plot_scores(shown: dict[str, dict[str, np.ndarray]], factors: list[str], pup
     plt.close(fig)
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main(args: argparse.Namespace) -> dict[str, object]:
     """Run the study; returns the headline numbers (also written to ``summary.md``)."""
     if args.quick:
@@ -187,7 +181,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         "# Holzinger-Swineford CFA: VI against NUTS\n\n"
         + f"301 pupils x 9 tests, three factors. NUTS on the marginal form ({source}); the "
           "reference scores are exact Gaussian conditionals, one per NUTS draw.\n\n"
-        + _markdown(table)
+        + frame_table(table)
         + f"\n\nAmortization gap (mean-field ELBO minus amortized ELBO, person form): "
           f"{gap:.2f} nats.\n\n"
         + f"## Fit indices (NUTS, marginal form)\n\nPPP = {indices['ppp']:.3f}; "
@@ -197,7 +191,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
           f"[{indices['bcfi']['lower']:.3f}, {indices['bcfi']['upper']:.3f}]; "
           f"pD (DIC) = {indices['pD']:.1f}; p* = {indices['p_star']}.\n\n"
         + "## Parameters (NUTS, marginal form; lavaan's long form)\n\n"
-        + _markdown(params)
+        + frame_table(params)
         + "\n\nReports: `full_rank/`, `mean_field/`, `amortized/`; figure: `scores.png`.\n",
         encoding="utf-8")
     plot_scores(shown, list(cfa.FACTORS), args.pupils, out / "scores.png")

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 import pyrovi  # noqa: E402
 from pyrovi.diagnostics import interval_summary  # noqa: E402
 from pyrovi.models import irt  # noqa: E402
+from pyrovi.report.markdown import frame_table  # noqa: E402
 
 GUIDES = ("mean_field", "amortized_irt")
 
@@ -97,14 +98,6 @@ def plot_abilities(shown: dict[str, dict[str, np.ndarray]], path: Path, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _row(guide: str, fit: pyrovi.SVIFit, cmp: pyrovi.Comparison) -> dict[str, object]:
@@ -178,7 +171,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
         "",
         f"{data['y'].shape[0]} examinees x {data['y'].shape[1]} items; NUTS {source}.",
         "",
-        _markdown(table),
+        frame_table(table),
         "",
         f"Amortized minus per-person ELBO: {gap['amortized_irt'] - gap['mean_field']:+.2f} nats "
         "(the amortization gap is the negative of this when both fits reach their optimum).",
@@ -188,7 +181,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
         "",
         "## Item parameters (a (theta - b)): marginal model, full rank; NUTS alongside",
         "",
-        _markdown(items.round(3)),
+        frame_table(items.round(3)),
         "",
         "## Fit: G² of the response-pattern table, posterior predictive p-value",
         "",

@@ -23,11 +23,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 import pyrovi  # noqa: E402
 from pyrovi.diagnostics.predictive import interval_summary  # noqa: E402
 from pyrovi.models import health  # noqa: E402
+from pyrovi.report.markdown import frame_table  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,15 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.people, args.num_samples, args.num_warmup, args.num_chains = 30, 100, 100, 1
         args.plot_people = 20
     return args
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float)
-                                       else str(v).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines)
 
 
 def _health_intervals(draws: np.ndarray) -> dict[str, np.ndarray]:
@@ -155,7 +146,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         f"{args.batch_size}, {args.num_epochs} epochs: wall time "
         f"{numbers['amortized_wall_s']:.1f} s, ELBO {numbers['amortized_elbo']:.1f}, "
         f"deviance PPP {numbers['ppp']:.2f}.", "",
-        _markdown(table.round(3)), "",
+        frame_table(table.round(3)), "",
         f"## {args.people} people against NUTS", "",
         "| guide | ELBO | median sd ratio, health | median abs z, health | "
         "loading sd ratios |", "|---|---|---|---|---|",

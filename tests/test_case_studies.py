@@ -14,14 +14,19 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.slow
-def test_gmm_old_faithful_quick(tmp_path: Path) -> None:
+def run_quick(script: str, out: Path, *extra: str) -> None:
+    """Run ``case_studies/<script>`` with ``--quick`` in a subprocess, writing to ``out``."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "case_studies" / "gmm_old_faithful.py"), "--quick",
-         "--out", str(tmp_path / "out")],
+        [sys.executable, str(ROOT / "case_studies" / script), "--quick", *extra,
+         "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_gmm_old_faithful_quick(tmp_path: Path) -> None:
+    run_quick("gmm_old_faithful.py", tmp_path / "out")
     out = tmp_path / "out"
     for name in ("summary.md", "summary.csv", "ellipses.png", "gmm_mean_field/report.html",
                  "gmm_full_rank/report.html", "gmm_full_cavi/report.html"):
@@ -38,12 +43,7 @@ def test_gmm_old_faithful_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_irt_lsat_quick(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "case_studies" / "irt_lsat.py"), "--quick",
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_quick("irt_lsat.py", tmp_path / "out")
     out = tmp_path / "out"
     for name in ("summary.md", "summary.csv", "abilities.png", "mean_field/report.html",
                  "amortized_irt/report.html"):
@@ -59,12 +59,7 @@ def test_irt_lsat_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_latent_health_quick(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "case_studies" / "latent_health.py"), "--quick",
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_quick("latent_health.py", tmp_path / "out")
     out = tmp_path / "out"
     for name in ("summary.md", "parameter_table.csv", "health_intervals.png",
                  "mean_field_vs_nuts/report.html", "amortized_vs_nuts/report.html"):
@@ -79,13 +74,8 @@ def test_latent_health_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_intelligence_holzinger_quick(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
     reference = ROOT / "tests" / "fixtures" / "latent" / "intelligence_marginal_nuts.nc"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "case_studies" / "intelligence_holzinger.py"), "--quick",
-         "--reference", str(reference), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_quick("intelligence_holzinger.py", tmp_path / "out", "--reference", str(reference))
     out = tmp_path / "out"
     for name in ("summary.md", "summary.csv", "scores.png", "full_rank/report.html",
                  "mean_field/report.html", "amortized/report.html"):
