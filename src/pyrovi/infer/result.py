@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import tempfile
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ class SVIFit:
         """
         with default_dtype(self.dtype), \
                 pyro.settings.context(module_local_params=self.module_local_params):
-            if not isinstance(self.guide, torch.nn.Module) and self.params:
+            if owner_module(self.guide) is None and self.params:
                 store = pyro.get_param_store()
                 if any(name not in store for name in self.params):
                     with poutine.block(), torch.no_grad():
@@ -238,10 +239,37 @@ def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: di
     return float(np.mean(logw)), float(np.std(logw, ddof=1) / math.sqrt(len(logw)))
 
 
+def owner_module(fn: Any) -> torch.nn.Module | None:
+    """The module that holds a guide's (or model's) parameters.
+
+    The guide itself when it is a module (Pyro's autoguides); the module a bound-method
+    guide belongs to, as in Pyro's ``SVI(vae.model, vae.guide)`` pattern, where one module
+    owns the decoder of the model and the encoder of the guide; None for a plain callable,
+    whose parameters live in Pyro's param store.
+    """
+    if isinstance(fn, torch.nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+def rebind(fn: Callable[..., Any], old: torch.nn.Module, new: torch.nn.Module
+           ) -> Callable[..., Any]:
+    """``fn`` moved from module ``old`` to its copy ``new``: ``new`` itself, a method of
+    ``old`` bound to ``new`` instead, or ``fn`` unchanged when it belongs to neither."""
+    if fn is old:
+        return new
+    if getattr(fn, "__self__", None) is old:
+        return types.MethodType(fn.__func__, new)
+    return fn
+
+
 def guide_state(guide: Any) -> dict[str, torch.Tensor]:
-    """The guide's state: a module's ``state_dict``, else the param store's values."""
-    if isinstance(guide, torch.nn.Module):
-        return {k: v.detach().clone() for k, v in guide.state_dict().items()}
+    """The guide's state: its owning module's ``state_dict`` (:func:`owner_module`; the
+    model's network too when one module owns both), else the param store's values."""
+    owner = owner_module(guide)
+    if owner is not None:
+        return {k: v.detach().clone() for k, v in owner.state_dict().items()}
     store = pyro.get_param_store()
     return {k: store[k].detach().clone() for k in store.keys()}
 
@@ -284,10 +312,11 @@ def load_fit(
     with default_dtype(dtype), pyro.settings.context(module_local_params=local):
         guide_obj = guide if name == "custom" else get_family(name).empty(model,
                                                                            payload["params"])
-        if isinstance(guide_obj, torch.nn.Module):
+        owner = owner_module(guide_obj)
+        if owner is not None:
             with poutine.block(), torch.no_grad():
                 guide_obj(**data)
-            guide_obj.load_state_dict(payload["params"])
+            owner.load_state_dict(payload["params"])
     return SVIFit(
         model=model, guide=guide_obj, data=data,
         losses=np.asarray(payload["losses"].numpy()), elbo=float(payload["elbo"]),

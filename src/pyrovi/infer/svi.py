@@ -69,6 +69,8 @@ from pyrovi.infer.result import (
     atomic_torch_save,
     estimate_elbo,
     guide_state,
+    owner_module,
+    rebind,
 )
 from pyrovi.infer.schedule import (
     DEFAULT_MAX_STEPS,
@@ -153,13 +155,17 @@ def _with_batch_size(model: Callable[..., Any], data: dict[str, Any],
 
 def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
                    data: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Unconstrained leaf tensors of every parameter the loss touches, by name."""
-    if isinstance(guide, torch.nn.Module):
+    """Unconstrained leaf tensors of every parameter the loss touches, by name: those of the
+    module owning the guide (:func:`~pyrovi.infer.result.owner_module`) and of a model
+    that is a module of its own, else those the param store hands out."""
+    owner = owner_module(guide)
+    if owner is not None:
         with poutine.block(), torch.no_grad():
             guide(**data)
-        found = dict(guide.named_parameters())
-        if isinstance(model, torch.nn.Module):
-            found.update({f"model.{k}": v for k, v in model.named_parameters()})
+        found = dict(owner.named_parameters())
+        model_owner = owner_module(model)
+        if model_owner is not None and model_owner is not owner:
+            found.update({f"model.{k}": v for k, v in model_owner.named_parameters()})
         return found
     with poutine.trace(param_only=True) as capture, pyro.validation_enabled(False):
         Trace_ELBO().loss(model, guide, **data)  # a NaN loss still finds the parameters
@@ -170,6 +176,17 @@ def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
         if leaf.requires_grad and leaf.is_leaf:
             found[name] = leaf
     return found
+
+
+def _load_state(guide: Any, state: dict[str, torch.Tensor]) -> None:
+    """Put ``state`` (from :func:`guide_state`) into ``guide``'s module or the param store."""
+    owner = owner_module(guide)
+    if owner is not None:
+        owner.load_state_dict(state)
+        return
+    store = pyro.get_param_store()
+    for name, value in state.items():
+        store[name] = value
 
 
 def _nonfinite_site(model: Callable[..., Any], guide: Callable[..., Any],
@@ -268,7 +285,13 @@ class SVIRun:
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
         small = data_size(data) <= SMALL_DATA
         on_cpu = self.device is None or self.device.type == "cpu"
-        self.dtype = dtype or (torch.float64 if small and on_cpu else torch.float32)
+        owner = None if isinstance(guide, str) else owner_module(guide)
+        own_dtype = next((p.dtype for p in owner.parameters() if p.is_floating_point()),
+                         None) if owner is not None else None
+        self.dtype = dtype or own_dtype or (
+            torch.float64 if small and on_cpu else torch.float32)
+        if owner is not None:  # a user's network computes in its own dtype, on the device
+            owner.to(dtype=self.dtype, device=self.device)
         self.local_params = not elbo.startswith("jit")
         self.signature = self._signature(data, guide, elbo, lr, num_particles, seed, init,
                                          batch_size)
@@ -388,6 +411,7 @@ class SVIRun:
         finalists: dict[int, tuple[float, dict[str, Any], Any, dict[str, Any], float]] = {}
         failure = None
         several = len(starts) * len(step_sizes) > 1
+        state0: dict[str, torch.Tensor] = {}
         for i, start in enumerate(starts):  # stage 1: every (start, step size), one window
             for step_size in step_sizes:
                 pyro.clear_param_store()
@@ -395,7 +419,11 @@ class SVIRun:
                 self.start_name = start.source if start is not None else "none"
                 self.schedule = Schedule(lr=step_size, num_particles=num_particles,
                                          max_particles=max(8, num_particles))
-                self._setup_guide(self._build(start, guide))
+                built = self._build(start, guide)
+                if step_size != step_sizes[0] and self.family is None \
+                        and owner_module(built) is not None:
+                    _load_state(built, state0)  # a user's module is not rebuilt: reset it
+                self._setup_guide(built)
                 if step_size == step_sizes[0]:  # the start is the same for every step size
                     state0 = guide_state(self.guide)
                     elbo0 = self._estimate(TRIAL_PARTICLES)[0] if several else -math.inf
@@ -469,20 +497,10 @@ class SVIRun:
 
     def _restore_snapshot(self, snap: dict[str, Any], guide: str | Callable[..., Any]) -> None:
         self.schedule = Schedule(**snap["schedule"])
-        if self.family is not None:
-            built = self.family.empty(self.model, snap["guide_state"])
-        else:
-            built = guide
-        if isinstance(built, torch.nn.Module):
-            with poutine.block(), torch.no_grad():
-                built(**self.data)
-            built.load_state_dict(snap["guide_state"])
-        else:
-            store = pyro.get_param_store()
-            with poutine.block(), torch.no_grad():
-                built(**self.data)
-            for name, value in snap["guide_state"].items():
-                store[name] = value
+        built = self.family.empty(self.model, snap["guide_state"]) if self.family else guide
+        with poutine.block(), torch.no_grad():
+            built(**self.data)
+        _load_state(built, snap["guide_state"])
         self._setup_guide(built)
         self.optimizer.load_state_dict(snap["optimizer"])
         self.losses = [float(x) for x in snap["losses"]]
@@ -592,7 +610,7 @@ class SVIRun:
     def _window_state(self) -> dict[str, torch.Tensor] | None:
         """The averaged state of the window just completed (module guides only: their
         state holds their coordinates too)."""
-        if not isinstance(self.guide, torch.nn.Module):
+        if owner_module(self.guide) is None:
             return None
         with self._averaged():
             return guide_state(self.guide)
@@ -621,14 +639,14 @@ class SVIRun:
         """Log weights of ``PROGRESS_PARTICLES`` draws of the guide in ``state``, with the
         run's seed. Minibatches: one fixed pass, its share of the draws per batch, the
         batches' weights averaged (an estimate of the full data's as precise)."""
-        guide = self._guide_from_state(state)
+        model, guide = self._pair_from_state(state)
         if self.batches is None:
-            return guide_log_weights(self.model, guide, self.data,
+            return guide_log_weights(model, guide, self.data,
                                      num_samples=PROGRESS_PARTICLES, seed=self.seed)
         per_batch = max(10, math.ceil(PROGRESS_PARTICLES / self.batches.steps_per_epoch))
         total = np.zeros(per_batch)
         for i, indices in enumerate(self.batches.one_pass()):
-            total += guide_log_weights(self.batches.wrap(self.model, indices),
+            total += guide_log_weights(self.batches.wrap(model, indices),
                                        self.batches.wrap(guide, indices), self.data,
                                        num_samples=per_batch, seed=self.seed + i)
         return total / self.batches.steps_per_epoch
@@ -727,37 +745,43 @@ class SVIRun:
         with self._context():
             with self._averaged():
                 state = guide_state(self.guide)
-            guide = self._guide_from_state(state)
-            elbo, se = estimate_elbo(self.model, guide, self.data, seed=self.seed) \
+            model, guide = self._pair_from_state(state)
+            elbo, se = estimate_elbo(model, guide, self.data, seed=self.seed) \
                 if self.batches is None else self._estimate(ELBO_ESTIMATE_PARTICLES)
             start_used = False
             if self.start_elbo is not None and self.start_state and self.batches is None:
-                start_guide = self._guide_from_state(self.start_state)
-                start_elbo, start_se = estimate_elbo(self.model, start_guide, self.data,
+                start_model, start_guide = self._pair_from_state(self.start_state)
+                start_elbo, start_se = estimate_elbo(start_model, start_guide, self.data,
                                                      seed=self.seed)
                 if start_elbo > elbo:
-                    guide, state, elbo, se = start_guide, self.start_state, start_elbo, start_se
-                    start_used = True
+                    model, guide, state = start_model, start_guide, self.start_state
+                    elbo, se, start_used = start_elbo, start_se, True
         history = {**self.history, "plateau_steps": list(self.schedule.plateau_steps),
                    "returned_start": start_used}
         return SVIFit(
-            model=self.model, guide=guide, data=self.data, losses=np.asarray(self.losses),
+            model=model, guide=guide, data=self.data, losses=np.asarray(self.losses),
             elbo=elbo, elbo_se=se, guide_name=self.guide_name, elbo_name=self.elbo_name,
             converged=self.converged if converged is None else converged, seed=self.seed,
             params=state, module_local_params=self.local_params,
             num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=self.start_name,
             history=history)
 
-    def _guide_from_state(self, state: dict[str, torch.Tensor]) -> Any:
-        """A new guide holding ``state`` (the run's own guide is left as it is)."""
-        if not isinstance(self.guide, torch.nn.Module):
-            return self.guide
-        guide = self.family.empty(self.model, state) if self.family else copy.deepcopy(
-            self.guide)
-        with poutine.block(), torch.no_grad():
-            guide(**self.data)
-        guide.load_state_dict(state)
-        return guide
+    def _pair_from_state(self, state: dict[str, torch.Tensor]) -> tuple[Any, Any]:
+        """``(model, guide)`` holding ``state``, the run's own left as they are: a new guide
+        of the family, or a copy of the module that owns the guide (and the model, when it
+        owns that too: a VAE's decoder is part of the state)."""
+        owner = owner_module(self.guide)
+        if owner is None:
+            return self.model, self.guide
+        if owner is self.guide and self.family is not None:
+            guide = self.family.empty(self.model, state)
+            with poutine.block(), torch.no_grad():
+                guide(**self.data)
+            guide.load_state_dict(state)
+            return self.model, guide
+        twin = copy.deepcopy(owner)
+        twin.load_state_dict(state)
+        return rebind(self.model, owner, twin), rebind(self.guide, owner, twin)
 
 
 def fit(
@@ -845,8 +869,11 @@ def fit(
     device : str or torch.device, optional
         ``"cpu"`` (default) or ``"cuda"``: where the data, guide and steps live.
     dtype : torch.dtype, optional
-        Floating-point type of the computation; by default float64 for models whose data
-        hold at most ``SMALL_DATA`` numbers on the CPU, else float32.
+        Floating-point type of the computation; by default the dtype of the network that
+        owns a module guide (a VAE's), else float64 for models whose data hold at most
+        ``SMALL_DATA`` numbers on the CPU, else float32. A guide that is a module, or a
+        method of one (``guide=vae.guide``: the module owns the model's network too, and
+        both are trained), is moved to this dtype and to ``device``.
 
     Returns
     -------
@@ -905,8 +932,8 @@ def fit(
         bar.close()
     run.history["validation_elbo"] = validation
     converged = run.converged or stale >= patience  # a fixed step count is not a stop rule
-    if best is not None and stale > 0 and isinstance(run.guide, torch.nn.Module):
-        run.guide.load_state_dict(best[1])  # the best epoch's guide ...
+    if best is not None and stale > 0 and owner_module(run.guide) is not None:
+        owner_module(run.guide).load_state_dict(best[1])  # the best epoch's guide ...
         run.step_in_window = 1  # ... as it was, not averaged with the window after it
     if not converged and num_steps is None:
         warnings.warn(
