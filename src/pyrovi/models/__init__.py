@@ -14,6 +14,7 @@ from pyrovi.models import (
     irt,
     linear_regression,
     normal_normal,
+    vae,
 )
 from pyrovi.models.spec import ModelSpec
 
@@ -21,7 +22,7 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (normal_normal.SPEC, beta_bernoulli.SPEC, linear_regression.SPEC, gmm.SPEC,
                  gmm.SPEC_LKJ, gmm_full.SPEC, irt.SPEC, irt.SPEC_RASCH, health.SPEC,
-                 intelligence.SPEC, intelligence.SPEC_MARGINAL)
+                 intelligence.SPEC, intelligence.SPEC_MARGINAL, vae.SPEC)
 }
 
 
