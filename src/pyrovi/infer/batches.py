@@ -7,6 +7,10 @@ draw those indices at random on every call; :class:`EpochBatches` instead hands 
 data, so every point is seen once per epoch and a checkpoint can record where the pass
 stands. The plate scales the log likelihood by ``N / B``, so each minibatch ELBO is an
 unbiased estimate of the full one.
+
+In data-parallel training (:mod:`pyrovi.infer.distributed`) every process shuffles the same
+order and takes its own ``B`` indices of each ``world_size * B`` (the shard of
+``DistributedSampler``): a pass over the data is shared out among the processes.
 """
 
 from __future__ import annotations
@@ -55,15 +59,23 @@ class EpochBatches:
         Plate name -> ``(full size N, batch size B)``; every plate must have the same N
         and B (they index the same data points).
     seed : int
-        Seeds the permutations.
+        Seeds the permutations (the same in every process).
+    rank, world_size : int
+        This process's place among ``world_size`` data-parallel processes.
     """
 
-    def __init__(self, plates: Mapping[str, tuple[int, int]], seed: int = 0) -> None:
+    def __init__(self, plates: Mapping[str, tuple[int, int]], seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
         sizes = set(plates.values())
         if len(sizes) != 1:
             raise ValueError(f"subsampled plates disagree on (size, batch size): {dict(plates)}")
         (self.size, self.batch_size), = sizes
         self.plates = tuple(plates)
+        self.rank, self.world_size = rank, world_size
+        if self.size < self.batch_size * world_size:
+            raise ValueError(f"{world_size} processes with batch size {self.batch_size} need "
+                             f"at least {self.batch_size * world_size} data points; there are "
+                             f"{self.size}")
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0
         self.position = 0
@@ -71,7 +83,13 @@ class EpochBatches:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches in one pass (the last, incomplete batch of a pass is dropped)."""
+        """This process's batches in one pass (the last, incomplete round of a pass is
+        dropped)."""
+        return max(1, self.size // (self.batch_size * self.world_size))
+
+    @property
+    def batches_per_pass(self) -> int:
+        """Batches of :meth:`one_pass`, the whole data in batches of ``batch_size``."""
         return max(1, self.size // self.batch_size)
 
     def next_indices(self) -> dict[str, torch.Tensor]:
@@ -80,14 +98,15 @@ class EpochBatches:
             self.epoch += 1
             self.position = 0
             self.order = torch.randperm(self.size, generator=self.generator)
-        start = self.position * self.batch_size
+        start = (self.position * self.world_size + self.rank) * self.batch_size
         self.position += 1
         batch = self.order[start:start + self.batch_size]
         return {name: batch for name in self.plates}
 
     def one_pass(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Every batch of one fixed pass in order (for full-data estimates)."""
-        for start in range(0, self.steps_per_epoch * self.batch_size, self.batch_size):
+        """Every batch of one fixed pass in order, all of them in every process (for
+        full-data estimates)."""
+        for start in range(0, self.batches_per_pass * self.batch_size, self.batch_size):
             batch = torch.arange(start, start + self.batch_size)
             yield {name: batch for name in self.plates}
 

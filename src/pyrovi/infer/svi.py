@@ -60,6 +60,7 @@ from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyrovi.guides import GaussianStart, GuideFamily, get_family, initial_start
+from pyrovi.infer import distributed
 from pyrovi.infer.batches import BATCH_SIZE_KEY, EpochBatches
 from pyrovi.infer.laplace import find_map
 from pyrovi.infer.optim import ScaledAdam, finite_grads
@@ -112,6 +113,10 @@ STAGE_TWO_MAX_WINDOWS = 15
 ``STAGE_TWO_MAX_WINDOWS`` windows) before the starts are compared."""
 MAX_REJECTIONS = 20
 CHECKPOINT_VERSION = 1
+DATA_PARALLEL_ELBOS = ("trace", "mean_field")
+"""The ELBOs with a differentiable loss, which data-parallel training needs."""
+RANK_SEED_STRIDE = 1_000_003
+"""Data-parallel processes draw their Monte Carlo noise from ``seed + rank * stride``."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -283,9 +288,15 @@ class SVIRun:
         if self.device is not None and self.device.type == "cuda" \
                 and not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+        self.device = distributed.local_device(self.device)
+        self.rank, self.world_size = distributed.join(self.device)
+        if self.world_size > 1 and elbo not in DATA_PARALLEL_ELBOS:
+            raise ValueError(f"data-parallel training needs elbo in {DATA_PARALLEL_ELBOS}, "
+                             f"got {elbo!r}")
         small = data_size(data) <= SMALL_DATA
         on_cpu = self.device is None or self.device.type == "cpu"
-        owner = None if isinstance(guide, str) else owner_module(guide)
+        owner = (None if isinstance(guide, str) else owner_module(guide)) \
+            or owner_module(model)
         own_dtype = next((p.dtype for p in owner.parameters() if p.is_floating_point()),
                          None) if owner is not None else None
         self.dtype = dtype or own_dtype or (
@@ -310,6 +321,8 @@ class SVIRun:
                 self._resume(Path(resume), guide)
             else:
                 self._start(guide, init, lr, num_particles)
+            if self.world_size > 1:  # each process its own Monte Carlo noise from here on
+                pyro.set_rng_seed(self.seed + RANK_SEED_STRIDE * self.rank + self.num_steps)
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -334,6 +347,9 @@ class SVIRun:
 
     def _batches(self, batch_size: int | None) -> EpochBatches | None:
         plates = subsample_plates(self.model, self.data)
+        if self.world_size > 1 and not plates:
+            raise ValueError(f"{self.world_size} processes need a model fitted in minibatches "
+                             "(pass batch_size; the data plate must be subsampled)")
         if batch_size is not None:
             if not plates:
                 raise ValueError("batch_size needs a model whose data plate is subsampled: "
@@ -341,7 +357,8 @@ class SVIRun:
             wrong = {k: b for k, (_, b) in plates.items() if b != batch_size}
             if wrong:
                 raise ValueError(f"the model subsamples {wrong} but batch_size={batch_size}")
-        return EpochBatches(plates, seed=self.seed) if plates else None
+        return EpochBatches(plates, seed=self.seed, rank=self.rank,
+                            world_size=self.world_size) if plates else None
 
     def _loss_parts(self, guide: Any) -> tuple[Callable[..., Any], Callable[..., Any],
                                                 tuple[Any, ...], dict[str, Any]]:
@@ -360,6 +377,12 @@ class SVIRun:
         self.vectorize = batch_safe(self.model, guide, self.data, 2)
         self._elbos: dict[int, Any] = {}
         self.loss_parts = self._loss_parts(guide)
+        self.data_parallel = None
+        if self.world_size > 1:
+            owners = [m for m in {id(m): m for m in (owner_module(guide),
+                                                     owner_module(self.model))}.values()
+                      if m is not None]
+            self.data_parallel = distributed.data_parallel(owners, self.device)
         self.optimizer = ScaledAdam(self.params, lr=self.schedule.lr)
         self.window_sum = {k: torch.zeros_like(p) for k, p in self.params.items()}
         self.previous = {k: p.detach().clone() for k, p in self.params.items()}
@@ -574,7 +597,13 @@ class SVIRun:
             self.optimizer.zero_grad()
             self.optimizer.lr = self.schedule.lr
             try:
-                loss = self._elbo(particles).loss_and_grads(model, guide, *args, **kwargs)
+                if self.data_parallel is None:
+                    loss = self._elbo(particles).loss_and_grads(model, guide, *args, **kwargs)
+                else:  # gradients averaged over the processes; the loss too, by hand
+                    self.data_parallel.module.call = (self._elbo(particles), model, guide)
+                    loss_tensor = self.data_parallel(*args, **kwargs)
+                    loss_tensor.backward()
+                    loss = distributed.mean(float(loss_tensor.detach()))
             except ValueError as exc:  # distribution validation of a NaN parameter
                 if "invalid values" not in str(exc) and "nan" not in str(exc).lower():
                     raise
@@ -643,13 +672,13 @@ class SVIRun:
         if self.batches is None:
             return guide_log_weights(model, guide, self.data,
                                      num_samples=PROGRESS_PARTICLES, seed=self.seed)
-        per_batch = max(10, math.ceil(PROGRESS_PARTICLES / self.batches.steps_per_epoch))
+        per_batch = max(10, math.ceil(PROGRESS_PARTICLES / self.batches.batches_per_pass))
         total = np.zeros(per_batch)
         for i, indices in enumerate(self.batches.one_pass()):
             total += guide_log_weights(self.batches.wrap(model, indices),
                                        self.batches.wrap(guide, indices), self.data,
                                        num_samples=per_batch, seed=self.seed + i)
-        return total / self.batches.steps_per_epoch
+        return total / self.batches.batches_per_pass
 
     def _reject(self) -> float:
         """A non-finite step: back one step, halve the step size, try again next call."""
@@ -698,16 +727,20 @@ class SVIRun:
                 if self.batches is None:
                     return estimate_elbo(self.model, self.guide, self.data,
                                          num_particles=num_particles, seed=self.seed)
-                values = []
+                # each batch's ELBO, scaled by N / B, estimates the whole data's; one pass
+                # covers every point once, so the mean over batches is the whole data's
+                # ELBO up to Monte Carlo error (the spread between batches is not error)
+                values, errors = [], []
                 for i, indices in enumerate(self.batches.one_pass()):
-                    per_batch = max(1, num_particles // self.batches.steps_per_epoch)
-                    values.append(estimate_elbo(self.batches.wrap(self.model, indices),
-                                                self.batches.wrap(self.guide, indices),
-                                                self.data, num_particles=per_batch,
-                                                seed=self.seed + i)[0])
-                arr = np.asarray(values)
-                se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
-                return float(arr.mean()), se
+                    per_batch = max(2, num_particles // self.batches.batches_per_pass)
+                    value, error = estimate_elbo(self.batches.wrap(self.model, indices),
+                                                 self.batches.wrap(self.guide, indices),
+                                                 self.data, num_particles=per_batch,
+                                                 seed=self.seed + i)
+                    values.append(value)
+                    errors.append(error)
+                n = len(values)
+                return float(np.mean(values)), float(np.sqrt(np.sum(np.square(errors))) / n)
         finally:
             set_rng_state(rng)
 
@@ -884,6 +917,13 @@ def fit(
     NonFiniteLossError
         If the loss stays non-finite however small the step; the parameters are restored
         to the last finite values and the message names the offending site.
+
+    Notes
+    -----
+    Started by ``torchrun --nproc_per_node N`` (or ``pyrovi train ... --nproc N``), a fit
+    in minibatches is data-parallel: each process fits its shard of every pass, the
+    gradients are averaged by ``DistributedDataParallel``, rank 0 writes the checkpoints,
+    and every process returns the same fit (:mod:`pyrovi.infer.distributed`).
     """
     path = Path(checkpoint) if checkpoint is not None else None
     resume = path if path is not None and path.exists() else None
@@ -903,8 +943,9 @@ def fit(
     best: tuple[float, dict[str, Any]] | None = None
     stale = 0
     validation: list[float] = list(run.history.get("validation_elbo", []))
-    bar = tqdm(total=total, initial=run.num_steps, disable=not progress, desc="SVI",
-               dynamic_ncols=True)
+    lead = run.rank == 0  # in data-parallel training, the process that writes and shows
+    bar = tqdm(total=total, initial=run.num_steps, disable=not (progress and lead),
+               desc="SVI", dynamic_ncols=True)
     ema = None
     try:
         while run.num_steps < total and (num_steps is not None or not run.converged):
@@ -917,7 +958,8 @@ def fit(
                 bar.set_postfix(elbo=f"{-ema:.4g}", lr=f"{run.schedule.lr:.2g}")
             if path is not None and run.step_in_window == 0 and run.num_steps % every == 0:
                 run.history["validation_elbo"] = validation
-                run.save(path)
+                if lead:
+                    run.save(path)
             if validation_data is not None and run.batches is not None \
                     and run.batches.position == run.batches.steps_per_epoch:
                 held_out = run.estimate_elbo(num_particles=100, data=validation_data)[0]
@@ -941,7 +983,8 @@ def fit(
             "improving); pass a larger max_steps or a fixed num_steps",
             ConvergenceWarning, stacklevel=2)
     result = run.result(converged=converged)
-    if path is not None:
+    distributed.barrier()
+    if path is not None and lead:
         path.unlink(missing_ok=True)
     return result
 
