@@ -12,9 +12,12 @@ first term and uses the closed form of the second (:func:`kl_to_standard_normal`
     KL( N(mu, diag sigma^2) || N(0, I) ) = 1/2 sum_j ( sigma_j^2 + mu_j^2 - 1 - log sigma_j^2 )
 
 Both are unbiased for the same number (:func:`elbo_estimators` checks it on a fixed
-network); the closed form removes the noise of ``log p(z) - log q(z | x)``, so its
-gradient with respect to the encoder varies less from draw to draw
-(:func:`gradient_variance`), which is why a VAE trains with it.
+network). The closed form drops the sampled ``log p(z) - log q(z | x)`` and with it the
+score term ``-d log q(z | x) / d weights`` (zero mean, not zero variance) of the gradient,
+so its gradient with respect to the encoder varies less from draw to draw
+(:func:`gradient_variance`), which is why a VAE trains with it. This is measured, not
+guaranteed: the dropped term can be negatively correlated with the likelihood's, and the
+ELBO *estimate* itself (not its gradient) is sometimes noisier in closed form.
 
 **The gaps** (Cremer, Li and Duvenaud 2018). With ``q*`` the best diagonal Gaussian for
 this image alone (the decoder fixed) and ``q_enc`` the encoder's output::
