@@ -13,6 +13,15 @@ from pyrovi.models.vae.data import (
     load_npz,
     mnist_data,
 )
+from pyrovi.models.vae.gaps import (
+    InferenceGaps,
+    elbo_estimators,
+    encoder_vs_nuts,
+    fixed_decoder_model,
+    gradient_variance,
+    inference_gaps,
+    kl_to_standard_normal,
+)
 from pyrovi.models.vae.model import (
     DATASETS,
     DIGITS_VAE,
@@ -30,6 +39,7 @@ from pyrovi.models.vae.model import (
 __all__ = [
     "DATASETS",
     "DIGITS_VAE",
+    "InferenceGaps",
     "LIKELIHOODS",
     "SPEC",
     "SPLITS",
@@ -38,6 +48,12 @@ __all__ = [
     "VAEDecoder",
     "VAEEncoder",
     "digit_labels",
+    "elbo_estimators",
+    "encoder_vs_nuts",
+    "fixed_decoder_model",
+    "gradient_variance",
+    "inference_gaps",
+    "kl_to_standard_normal",
     "load_data",
     "load_digits",
     "load_idx",
