@@ -3,6 +3,7 @@ stopping), the step-level API, and checkpoints that resume exactly."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pyro.infer.autoguide import AutoDelta
 import pyrovi
 from pyrovi.infer import SVIRun
 from pyrovi.infer.batches import EpochBatches
+from pyrovi.infer.svi import EARLY_STOP_MIN_STEPS
 from pyrovi.models import normal_normal
 
 N, B = 120, 20
@@ -86,7 +88,10 @@ def test_validation_elbo_per_epoch_and_early_stopping() -> None:
                      num_epochs=400, validation_data=held_out, patience=3)
     validation = fit.history["validation_elbo"]
     assert 3 < len(validation) < 400  # stopped early
-    assert np.argmax(validation) == len(validation) - 4  # three epochs without gain
+    # after three epochs without gain, and EARLY_STOP_MIN_STEPS steps since the best
+    stale = max(3, math.ceil(EARLY_STOP_MIN_STEPS / (N // B)))
+    assert np.argmax(validation) == len(validation) - 1 - stale
+    assert fit.converged
     assert all(np.isfinite(validation))
 
 

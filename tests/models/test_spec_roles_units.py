@@ -31,6 +31,7 @@ ROLES = {
                      "factor_corr_chol": "global", "scores": "local"},
     "intelligence_marginal": {"loadings": "global", "intercepts": "global",
                               "residual_sd": "global", "factor_corr_chol": "global"},
+    "vae": {"z": "local"},
 }
 
 

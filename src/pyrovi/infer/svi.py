@@ -115,6 +115,10 @@ MAX_REJECTIONS = 20
 CHECKPOINT_VERSION = 1
 DATA_PARALLEL_ELBOS = ("trace", "mean_field")
 """The ELBOs with a differentiable loss, which data-parallel training needs."""
+VALIDATION_DRAWS = 1000
+"""Draws (particles times held-out points) of each epoch's held-out ELBO."""
+EARLY_STOP_MIN_STEPS = 10 * WINDOW
+"""Steps without held-out improvement before a fit stops early, however many epochs."""
 RANK_SEED_STRIDE = 1_000_003
 """Data-parallel processes draw their Monte Carlo noise from ``seed + rank * stride``."""
 
@@ -181,6 +185,17 @@ def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
         if leaf.requires_grad and leaf.is_leaf:
             found[name] = leaf
     return found
+
+
+def _validation_particles(data: dict[str, Any] | None) -> int:
+    """Particles of each held-out ELBO: ``VALIDATION_DRAWS`` draws over the held-out points
+    (the longest leading dimension of the data), 1 to 100 per point. The same draws every
+    epoch (common random numbers), so epochs are compared more precisely than each
+    estimate is made."""
+    if data is None:
+        return 1
+    sizes = [np.shape(v)[0] for v in data.values() if np.ndim(v) > 0]
+    return int(np.clip(VALIDATION_DRAWS // max(sizes, default=1), 1, 100))
 
 
 def _load_state(guide: Any, state: dict[str, torch.Tensor]) -> None:
@@ -890,9 +905,13 @@ def fit(
     validation_data : dict, optional
         Held-out data for the same model: its ELBO is computed after every epoch
         (``fit.history["validation_elbo"]``), and the fit stops early when it has not
-        improved for ``patience`` epochs, returning the best epoch's guide.
+        improved for ``patience`` epochs and at least ``EARLY_STOP_MIN_STEPS`` steps,
+        returning the best epoch's guide.
     patience : int
-        Epochs without held-out improvement before stopping early.
+        Epochs without held-out improvement before stopping early. The steps' own noise
+        moves a held-out ELBO up and down from epoch to epoch; when epochs are short (a
+        few steps each), a lucky epoch would otherwise stop the fit long before its
+        optimum, so ``EARLY_STOP_MIN_STEPS`` steps must have passed since the best too.
     checkpoint : str or path, optional
         The whole state is written there atomically every ``checkpoint_every`` steps; a
         fit started again with the same arguments and data resumes from it and ends with
@@ -941,7 +960,8 @@ def fit(
     total = start_steps + (num_steps if num_steps is not None else max_steps)
     every = max(1, math.ceil(checkpoint_every / WINDOW)) * WINDOW
     best: tuple[float, dict[str, Any]] | None = None
-    stale = 0
+    stale = best_step = 0
+    validation_particles = _validation_particles(validation_data)
     validation: list[float] = list(run.history.get("validation_elbo", []))
     lead = run.rank == 0  # in data-parallel training, the process that writes and shows
     bar = tqdm(total=total, initial=run.num_steps, disable=not (progress and lead),
@@ -962,19 +982,21 @@ def fit(
                     run.save(path)
             if validation_data is not None and run.batches is not None \
                     and run.batches.position == run.batches.steps_per_epoch:
-                held_out = run.estimate_elbo(num_particles=100, data=validation_data)[0]
+                held_out = run.estimate_elbo(num_particles=validation_particles,
+                                             data=validation_data)[0]
                 validation.append(held_out)
                 if best is None or held_out > best[0]:
-                    best, stale = (held_out, guide_state(run.guide)), 0
+                    best, stale, best_step = (held_out, guide_state(run.guide)), 0, run.num_steps
                 else:
                     stale += 1
-                    if stale >= patience:
+                    if stale >= patience and run.num_steps - best_step >= EARLY_STOP_MIN_STEPS:
                         break
     finally:
         bar.close()
     run.history["validation_elbo"] = validation
-    converged = run.converged or stale >= patience  # a fixed step count is not a stop rule
-    if best is not None and stale > 0 and owner_module(run.guide) is not None:
+    stopped_early = stale >= patience and run.num_steps - best_step >= EARLY_STOP_MIN_STEPS
+    converged = run.converged or stopped_early  # a fixed step count is not a stop rule
+    if best is not None and stopped_early and owner_module(run.guide) is not None:
         owner_module(run.guide).load_state_dict(best[1])  # the best epoch's guide ...
         run.step_in_window = 1  # ... as it was, not averaged with the window after it
     if not converged and num_steps is None:

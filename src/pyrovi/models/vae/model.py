@@ -79,7 +79,9 @@ assumes the CPU.
 ``N / batch_size``); ``None`` uses every point. The networks enter Pyro's param store as
 ``decoder$$$...`` and ``encoder$$$...`` (``pyro.module``): clear the store before
 training a second VAE in the same process, or Pyro's optimiser follows the first one's
-tensors of those names and the second VAE never moves.
+tensors of those names and the second VAE never moves. Under
+``pyro.settings.set(module_local_params=True)`` (pyrovi's fit engine) they are not
+registered: the engine trains the module's parameters itself.
 
 **In pyrovi.** :data:`DIGITS_VAE` (64 grey-level pixels, ``latent_dim=2``, one hidden
 layer of 256) is the registered model ``vae``; its guide family ``vae_encoder``
@@ -122,6 +124,15 @@ INIT_NOISE_SD = 1.0
 """The Gaussian likelihood's noise sd at initialisation."""
 DATASETS = ("digits",)
 """The data sets of the registered model ``vae`` (module docstring)."""
+
+
+def _register(name: str, module: nn.Module) -> None:
+    """``pyro.module(name, module)`` for Pyro's own optimisers (the global param store),
+    except where modules keep their parameters to themselves (``module_local_params``,
+    as in pyrovi's fit engine, which trains the VAE's parameters directly): there a
+    global parameter inside a guide module (an autoguide) is an error."""
+    if not pyro.settings.get("module_local_params"):
+        pyro.module(name, module)
 
 
 def _mlp(in_features: int, widths: Sequence[int]) -> tuple[nn.Sequential, int]:
@@ -355,7 +366,7 @@ class VAE(nn.Module):
             If ``x`` is not ``(N, data_dim)`` floating point on the VAE's dtype and device.
         """
         x = self._check(x)
-        pyro.module("decoder", self.decoder)
+        _register("decoder", self.decoder)
         with pyro.plate("data", x.shape[0], subsample_size=batch_size,
                         device=x.device) as idx:
             batch = x[idx]
@@ -367,7 +378,7 @@ class VAE(nn.Module):
         """``q(z_i | x_i) = Normal(encode(x_i))`` in plate ``"data"``; arguments as
         :meth:`model`. Registers the encoder as ``pyro.module("encoder", ...)``."""
         x = self._check(x)
-        pyro.module("encoder", self.encoder)
+        _register("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], subsample_size=batch_size,
                         device=x.device) as idx:
             loc, scale = self.encode(x[idx])
