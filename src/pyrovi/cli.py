@@ -1,4 +1,4 @@
-"""The ``pyrovi`` command line: ``list``, ``demo`` and ``compare``.
+"""The ``pyrovi`` command line: ``list``, ``demo``, ``compare`` and ``train``.
 
 Every bad input ends in one line on stderr, ``pyrovi: error: ...``, and exit code 2.
 """
@@ -46,6 +46,34 @@ def _build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--reference", help="reference draws (.nc, posteriordb .json/.json.zip, "
                                          "CmdStan .csv) instead of running NUTS")
     _add_run_options(cmp, default_out="pyrovi-report")
+
+    train = sub.add_parser("train", help="fit a model in minibatches, on one process or "
+                                         "several (torchrun), resumable")
+    train.add_argument("model", help="registered model name (see pyrovi list)")
+    train.add_argument("--data", help="bundled data set (default: the model's first)")
+    train.add_argument("--validation", help="bundled held-out data set: its ELBO each "
+                                            "epoch, early stopping")
+    train.add_argument("--guide", help="guide family (default: the model's amortized "
+                                       "guide if it has one, else mean_field)")
+    train.add_argument("--batch-size", type=_positive_int, required=True,
+                       help="minibatch size per process")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help="passes over the data (default: until converged)")
+    train.add_argument("--patience", type=_positive_int, default=3,
+                       help="epochs without held-out gain before stopping early")
+    train.add_argument("--elbo", default="trace", choices=("trace", "mean_field"),
+                       help="trace (sampled KL) or mean_field (closed-form KL)")
+    train.add_argument("--lr", type=float, default=None, help="step size (default: trial)")
+    train.add_argument("--seed", type=int, default=0, help="seed of every random step")
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    train.add_argument("--out", default="pyrovi-train",
+                       help="folder for fit.pt, train.json, elbo.png and the checkpoint")
+    train.add_argument("--nproc", type=_positive_int, default=1,
+                       help="processes on this machine (data-parallel, via torchrun)")
+    train.add_argument("--nnodes", type=_positive_int, default=1,
+                       help="machines; run the same command on each")
+    train.add_argument("--rdzv-endpoint", help="HOST:PORT where the machines meet "
+                                               "(with --nnodes > 1)")
     return parser
 
 
@@ -235,6 +263,83 @@ def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
     print(f"report written to {written['html']}")
 
 
+def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """``pyrovi train``: started again under torchrun when more than one process is asked
+    for; each process then fits its shard (:mod:`pyrovi.infer.distributed`)."""
+    from pyrovi.infer import distributed
+
+    if (args.nproc > 1 or args.nnodes > 1) and not distributed.launched():
+        try:
+            cmd = distributed.torchrun_command(["pyrovi.cli", *argv], args.nproc, args.nnodes,
+                                               args.rdzv_endpoint)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        _check_writable(Path(args.out))
+        import subprocess
+
+        code = subprocess.call(cmd)
+        if code:
+            raise CLIError(f"torchrun exited with code {code} (see the messages above); "
+                           "run the same command again to resume from the checkpoint")
+        return
+    import time
+
+    import pyrovi
+    from pyrovi.models import REGISTRY, list_models
+    from pyrovi.report.atomic import write_atomically
+    from pyrovi.report.plots import elbo_trace_png
+
+    if args.model not in REGISTRY:
+        raise CLIError(f"unknown model {args.model!r}; registered models: "
+                       f"{', '.join(list_models())}")
+    spec = REGISTRY[args.model]
+    try:
+        data = spec.load_data(args.data)
+        validation = spec.load_data(args.validation) if args.validation else None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    from pyrovi.guides import FAMILIES
+
+    amortized = [g for g in spec.guides if g in FAMILIES and FAMILIES[g].amortized]
+    guide = args.guide or (amortized[0] if amortized else "mean_field")
+    if guide not in spec.guides:
+        raise CLIError(f"unknown guide {guide!r} for {spec.name}; choose one of "
+                       f"{', '.join(spec.guides)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked for but torch sees no CUDA device")
+    out = Path(args.out)
+    _check_writable(out)
+    started = time.perf_counter()
+    try:
+        fit = pyrovi.fit(spec.model, data, guide=guide, elbo=args.elbo, lr=args.lr,
+                         seed=args.seed, batch_size=args.batch_size, num_epochs=args.epochs,
+                         validation_data=validation, patience=args.patience,
+                         checkpoint=out / "checkpoint.pt", device=args.device,
+                         progress=sys.stderr.isatty())
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    seconds = time.perf_counter() - started
+    rank, world_size = distributed.rank_and_size()
+    if rank != 0:
+        return
+    fit.save(out / "fit.pt")
+    held_out = fit.history.get("validation_elbo", [])
+    summary = {
+        "model": spec.name, "data": args.data or spec.datasets[0], "guide": guide,
+        "elbo_name": args.elbo, "batch_size": args.batch_size, "world_size": world_size,
+        "num_steps": len(fit.losses),
+        "converged": fit.converged, "elbo": fit.elbo, "elbo_se": fit.elbo_se,
+        "validation_elbo": held_out, "seconds": seconds,
+    }
+    write_atomically(out, {
+        "train.json": lambda: json.dumps(summary, indent=2).encode(),
+        "elbo.png": lambda: elbo_trace_png(fit.losses, elbo=fit.elbo)})
+    print(f"{spec.name}: {guide}, {world_size} process(es), {len(fit.losses)} steps, "
+          f"converged={fit.converged}, ELBO {fit.elbo:.2f} ± {fit.elbo_se:.2f}"
+          + (f", held-out ELBO {held_out[-1]:.2f}" if held_out else "")
+          + f"; {seconds:.0f} s; written to {out}")
+
+
 def _cmd_list() -> None:
     from pyrovi.models import REGISTRY
 
@@ -250,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         if args.command == "list":
             _cmd_list()
+        elif args.command == "train":
+            _cmd_train(args, list(sys.argv[1:] if argv is None else argv))
         elif args.command == "demo":
             from pyrovi.models import normal_normal
 

@@ -260,9 +260,12 @@ def test_simulate_is_seeded_and_leaves_the_global_generator_alone() -> None:
 def test_registered_spec_and_guide_family() -> None:
     spec = pyrovi.get_model("vae")
     assert spec is vae.SPEC and spec.site_roles == {"z": "local"}
-    assert spec.datasets == ("digits",) and spec.model.__self__ is vae.DIGITS_VAE
+    assert spec.datasets == ("digits", "digits_validation", "digits_test")
+    assert spec.model.__self__ is vae.DIGITS_VAE
     data = spec.load_data()
     assert set(data) == {"x"} and data["x"].shape == (1197, 64)
+    assert spec.load_data("digits_validation")["x"].shape == (300, 64)
+    assert torch.equal(spec.load_data("digits_test")["x"], vae.load_digits("test")["x"])
     trace = pyro.poutine.trace(spec.model).get_trace(**data)
     latent = {n for n, s in trace.nodes.items() if s["type"] == "sample"
               and not s["is_observed"] and not site_is_subsample(s)}

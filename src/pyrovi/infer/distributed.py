@@ -34,6 +34,7 @@ any one of the machines, reachable from all of them.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -101,6 +102,32 @@ def barrier() -> None:
         dist.barrier()
 
 
+def torchrun_command(argv: list[str], nproc: int, nnodes: int = 1,
+                     rdzv_endpoint: str | None = None, rdzv_id: str = "pyrovi") -> list[str]:
+    """The ``torchrun`` command that runs ``python -m <argv>`` in ``nproc`` processes on
+    this machine (``nnodes`` machines in all, meeting at ``rdzv_endpoint``).
+
+    One machine uses torchrun's ``--standalone`` rendezvous on a free local port; several
+    use the ``c10d`` rendezvous at ``HOST:PORT`` on one of them, and the same command is
+    run on every machine.
+
+    Raises
+    ------
+    ValueError
+        If ``nnodes > 1`` and no ``rdzv_endpoint`` is given.
+    """
+    if nnodes > 1 and not rdzv_endpoint:
+        raise ValueError("training on several machines needs --rdzv-endpoint HOST:PORT "
+                         "(one of the machines, reachable from all)")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    if nnodes > 1:
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
+    else:
+        cmd += ["--standalone"]
+    return [*cmd, "-m", *argv]
+
+
 class ELBOLoss(nn.Module):
     """The differentiable ELBO loss as a module, so that DistributedDataParallel can
     average the gradients of every module that holds the fit's parameters.
@@ -145,4 +172,4 @@ def data_parallel(owners: list[nn.Module], device: torch.device | None
 
 
 __all__ = ["ELBOLoss", "active", "barrier", "data_parallel", "join", "launched",
-           "local_device", "mean", "rank_and_size"]
+           "local_device", "mean", "rank_and_size", "torchrun_command"]

@@ -79,9 +79,9 @@ assumes the CPU.
 ``N / batch_size``); ``None`` uses every point. The networks enter Pyro's param store as
 ``decoder$$$...`` and ``encoder$$$...`` (``pyro.module``): clear the store before
 training a second VAE in the same process, or Pyro's optimiser follows the first one's
-tensors of those names and the second VAE never moves. Under
-``pyro.settings.set(module_local_params=True)`` (pyrovi's fit engine) they are not
-registered: the engine trains the module's parameters itself.
+tensors of those names and the second VAE never moves. (pyrovi's fit engine trains the
+module's own parameters; the registration tells Pyro's ELBO that the traces have
+parameters to differentiate.)
 
 **In pyrovi.** :data:`DIGITS_VAE` (64 grey-level pixels, ``latent_dim=2``, one hidden
 layer of 256) is the registered model ``vae``; its guide family ``vae_encoder``
@@ -92,9 +92,11 @@ generator (so a fit started from the engine's seed is reproducible) and returns
 (``load_digits(binarize=True)``) are for a VAE built by the user with
 ``likelihood="bernoulli"``: a categorical model would fit them too, but it would spend 15
 of its 17 levels on values that never occur, so they are not a data set of the
-registered model. The built-in guide families (``mean_field`` ...) are listed as well:
-they are non-amortized (two numbers per point and latent dimension) and train the
-decoder from its current weights, the comparison that measures the amortization gap.
+registered model. Its only guide is the encoder: Pyro's autoguides (``mean_field`` ...)
+are modules that keep their parameters to themselves in pyrovi's engine, and a model
+with global ``pyro.module`` parameters inside them is an error in Pyro; the
+non-amortized per-image Gaussian of the amortization gap is fitted with the decoder
+fixed (:func:`pyrovi.models.vae.fixed_decoder_model`).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovi.guides import GUIDE_FAMILIES, GuideFamily, register_family
+from pyrovi.guides import GuideFamily, register_family
 from pyrovi.models._data import pick_dataset
 from pyrovi.models.spec import ModelSpec
 from pyrovi.models.vae.data import NUM_LEVELS, NUM_PIXELS, load_digits
@@ -122,17 +124,9 @@ MIN_NOISE_SD = 1e-3
 """Floor of the Gaussian likelihood's noise sd."""
 INIT_NOISE_SD = 1.0
 """The Gaussian likelihood's noise sd at initialisation."""
-DATASETS = ("digits",)
-"""The data sets of the registered model ``vae`` (module docstring)."""
-
-
-def _register(name: str, module: nn.Module) -> None:
-    """``pyro.module(name, module)`` for Pyro's own optimisers (the global param store),
-    except where modules keep their parameters to themselves (``module_local_params``,
-    as in pyrovi's fit engine, which trains the VAE's parameters directly): there a
-    global parameter inside a guide module (an autoguide) is an error."""
-    if not pyro.settings.get("module_local_params"):
-        pyro.module(name, module)
+DATASETS = ("digits", "digits_validation", "digits_test")
+"""The data sets of the registered model ``vae``: the bundled digits' three fixed splits
+(train, validation, test; module docstring)."""
 
 
 def _mlp(in_features: int, widths: Sequence[int]) -> tuple[nn.Sequential, int]:
@@ -366,7 +360,7 @@ class VAE(nn.Module):
             If ``x`` is not ``(N, data_dim)`` floating point on the VAE's dtype and device.
         """
         x = self._check(x)
-        _register("decoder", self.decoder)
+        pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0], subsample_size=batch_size,
                         device=x.device) as idx:
             batch = x[idx]
@@ -378,7 +372,7 @@ class VAE(nn.Module):
         """``q(z_i | x_i) = Normal(encode(x_i))`` in plate ``"data"``; arguments as
         :meth:`model`. Registers the encoder as ``pyro.module("encoder", ...)``."""
         x = self._check(x)
-        _register("encoder", self.encoder)
+        pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], subsample_size=batch_size,
                         device=x.device) as idx:
             loc, scale = self.encode(x[idx])
@@ -462,16 +456,18 @@ def simulate(seed: int = 0, num_data: int = 500, latent_dim: int = 2,
 
 
 def load_data(name: str | None = None) -> dict[str, torch.Tensor]:
-    """The registered data set: ``digits`` (default), the training split of the bundled
-    8x8 digits as grey levels, ``{"x": Tensor (1197, 64)}``.
+    """A registered data set: ``digits`` (default), the training split of the bundled
+    8x8 digits as grey levels, ``{"x": Tensor (1197, 64)}``; ``digits_validation`` and
+    ``digits_test``, the held-out splits (300 images each).
 
     Raises
     ------
     ValueError
         If ``name`` is not one of :data:`DATASETS`.
     """
-    pick_dataset(name, DATASETS, "vae")
-    return load_digits("train")
+    name = pick_dataset(name, DATASETS, "vae")
+    return load_digits({"digits": "train", "digits_validation": "validation",
+                        "digits_test": "test"}[name])
 
 
 def _build_encoder_guide(model: Callable[..., Any]) -> Callable[..., None]:
@@ -508,7 +504,7 @@ layer of 256 (weights drawn with torch seed 0 at import; ``vae_encoder`` redraws
 SPEC = ModelSpec(
     name="vae",
     model=DIGITS_VAE.model,
-    guides={**GUIDE_FAMILIES, VAE_ENCODER.name: VAE_ENCODER.build},
+    guides={VAE_ENCODER.name: VAE_ENCODER.build},
     load_data=load_data,
     simulate=simulate,
     description="variational autoencoder: z ~ N(0, I_2), 8x8 digit pixels ~ "
