@@ -88,3 +88,36 @@ def test_intelligence_holzinger_quick(tmp_path: Path) -> None:
     table = pd.read_csv(out / "summary.csv").set_index("fit")
     assert table.loc["full_rank (marginal)", "loadings sd ratio (median)"] == pytest.approx(
         1.0, abs=0.3)
+
+
+@pytest.mark.slow
+def test_vae_digits_quick(tmp_path: Path) -> None:
+    import math
+
+    run_quick("vae_digits.py", tmp_path / "out")
+    out = tmp_path / "out"
+    for name in ("summary.json", "summary.md", "elbo_trace.png", "iw_bounds.png",
+                 "reconstructions.png", "prior_samples.png", "latent_map.png"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("nuts_image_*/report.html"))
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("test_elbo", "test_log_likelihood", "approximation_gap", "amortization_gap",
+                "steps", "converged", "seconds"):
+        assert key in s, key
+    bounds, bound_se = s["test_log_likelihood"], s["test_log_likelihood_se"]
+    ks = sorted(bounds, key=int)
+    assert ks[0] == "1" and len(ks) >= 3
+    numbers = [s["test_elbo"], s["approximation_gap"], s["amortization_gap"], s["seconds"],
+               *bounds.values()]
+    assert all(math.isfinite(v) for v in numbers), numbers
+    # a categorical likelihood over 17 levels: between the uniform guess and 0 nats
+    assert -64 * math.log(17) < s["test_elbo"] < 0
+    # L_1 is one draw of the ELBO; L_K rises with K in expectation (the se is mostly the
+    # spread over images, so it is a generous noise level for a difference)
+    assert abs(bounds["1"] - s["test_elbo"]) < 4 * bound_se["1"] + 4 * s["test_elbo_se"]
+    largest = ks[-1]
+    assert bounds[largest] > bounds["1"] - 2 * bound_se["1"]
+    assert bounds[largest] > s["test_elbo"] - 2 * bound_se[largest]
+    for gap in ("approximation_gap", "amortization_gap"):
+        assert s[gap] > -4 * s["gap_se"][gap] - 1e-6, (gap, s[gap], s["gap_se"][gap])
+    assert s["steps"] > 0 and isinstance(s["converged"], bool)
