@@ -192,3 +192,31 @@ def test_compare_gmm_reports_in_minutes(tmp_path: Path) -> None:
     assert csv[0].startswith("parameter,unit,") and any(",min," in line for line in csv)
     html = (tmp_path / "r" / "report.html").read_text()
     assert "data units of old_faithful: eruptions (min), waiting (min)" in html
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["train", "nosuch", "--batch-size", "10"], "unknown model 'nosuch'"),
+    (["train", "vae", "--batch-size", "10", "--nnodes", "2"], "needs --rdzv-endpoint"),
+    (["train", "normal_normal", "--batch-size", "4"], "data plate is subsampled"),
+    (["train", "vae", "--batch-size", "10", "--data", "nope"], "no bundled data set 'nope'"),
+    (["train", "vae", "--batch-size", "10", "--guide", "mean_field"], "unknown guide"),
+    (["train", "vae", "--batch-size", "0"], "expected a positive integer"),
+])
+def test_train_bad_arguments(args: list[str], fragment: str, tmp_path: Path) -> None:
+    assert_usage_error(run(*args, "--out", str(tmp_path / "out")), fragment)
+
+
+def test_train_writes_the_fit_its_summary_and_trace(tmp_path: Path) -> None:
+    out = tmp_path / "train"
+    result = run("train", "vae", "--batch-size", "200", "--epochs", "3", "--lr", "0.003",
+                 "--validation", "digits_validation", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["world_size"] == 1 and summary["num_steps"] == 3 * (1197 // 200)
+    assert len(summary["validation_elbo"]) == 3 and not summary["converged"]
+    assert (out / "elbo.png").stat().st_size > 0 and not (out / "checkpoint.pt").exists()
+    import pyrovi
+
+    spec = pyrovi.get_model("vae")
+    fit = pyrovi.load_fit(out / "fit.pt", spec.model)
+    assert abs(fit.elbo - summary["elbo"]) < 1e-6 * abs(summary["elbo"])

@@ -263,6 +263,24 @@ def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
     print(f"report written to {written['html']}")
 
 
+LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint")
+
+
+def _without_launch(argv: Sequence[str]) -> list[str]:
+    """``argv`` without the options that say how to launch (torchrun's workers get the
+    rest; torchrun's own parser would take ``--nproc`` for its ``--nproc-per-node``)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in LAUNCH_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in LAUNCH_OPTIONS)):
+            kept.append(arg)
+    return kept
+
+
 def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """``pyrovi train``: started again under torchrun when more than one process is asked
     for; each process then fits its shard (:mod:`pyrovi.infer.distributed`)."""
@@ -270,8 +288,8 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
     if (args.nproc > 1 or args.nnodes > 1) and not distributed.launched():
         try:
-            cmd = distributed.torchrun_command(["pyrovi.cli", *argv], args.nproc, args.nnodes,
-                                               args.rdzv_endpoint)
+            cmd = distributed.torchrun_command(["pyrovi.cli", *_without_launch(argv)],
+                                               args.nproc, args.nnodes, args.rdzv_endpoint)
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
         _check_writable(Path(args.out))
