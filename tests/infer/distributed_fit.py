@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint")
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--num-epochs", type=int, default=None)
     args = parser.parse_args()
     train, held_out = simulate(1000, 1), simulate(500, 2)
@@ -41,7 +42,7 @@ def main() -> None:
     resumed = checkpoint is not None and checkpoint.exists()
     torch.manual_seed(0)
     vae = LinearVAE()
-    fit = pyrovi.fit(vae.model, {"x": train}, guide=vae.guide, seed=0, lr=0.01,
+    fit = pyrovi.fit(vae.model, {"x": train}, guide=vae.guide, seed=0, lr=args.lr,
                      batch_size=args.batch_size, num_epochs=args.num_epochs,
                      checkpoint=checkpoint, checkpoint_every=100)
     rank, size = distributed.rank_and_size()
