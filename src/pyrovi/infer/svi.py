@@ -584,10 +584,16 @@ class SVIRun:
 
     def _begin_window(self) -> None:
         with torch.no_grad():
-            if hasattr(self.guide, "rewhiten"):
-                self.guide.rewhiten()
-            self.optimizer.reset()
+            rewhiten = getattr(self.guide, "rewhiten", None)
             scales = getattr(self.guide, "step_scales", None)
+            if rewhiten is not None or scales is not None or not self.losses:
+                # new coordinates or step scales: Adam's moments of the old ones are void.
+                # Raw coordinates (a flow, a network) keep them: a reset makes Adam's first
+                # steps sign steps of the full step size, which throws a trained network
+                # back by tens of nats at every window.
+                if rewhiten is not None:
+                    rewhiten()
+                self.optimizer.reset()
             self.optimizer.scales = scales() if scales is not None else {}
             for total in self.window_sum.values():
                 total.zero_()
