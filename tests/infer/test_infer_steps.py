@@ -180,3 +180,9 @@ def test_device_cpu_and_missing_cuda() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pyrovi.fit(normal_normal.model, data, device="cuda")
+
+
+def test_jit_elbos_refuse_minibatches() -> None:
+    # the JIT would compile the first batch's indices into the loss: one batch forever
+    with pytest.raises(ValueError, match="first minibatch's indices"):
+        pyrovi.fit(logistic, logistic_data(), guide="mean_field", elbo="jit", batch_size=B)

@@ -49,20 +49,30 @@ class ScaledAdam:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One Adam step from the parameters' ``.grad`` (missing gradients count as zero)."""
+        """One Adam step from the parameters' ``.grad`` (missing gradients count as zero);
+        the arithmetic runs over all parameters at once (``torch._foreach_*``)."""
         self.t += 1
         b1, b2 = self.betas
         correction1 = 1 - b1**self.t
         correction2 = 1 - b2**self.t
-        for name, p in self.params.items():
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            self.m[name].mul_(b1).add_(grad, alpha=1 - b1)
-            self.v[name].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            denom = (self.v[name] / correction2).sqrt_().add_(self.eps)
-            update = self.m[name] / denom * (self.lr / correction1)
+        names = list(self.params)
+        params = [self.params[n] for n in names]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        m = [self.m[n] for n in names]
+        v = [self.v[n] for n in names]
+        torch._foreach_mul_(m, b1)
+        torch._foreach_add_(m, grads, alpha=1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        denom = torch._foreach_div(v, correction2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, self.eps)
+        updates = list(torch._foreach_div(m, denom))
+        torch._foreach_mul_(updates, self.lr / correction1)
+        for i, name in enumerate(names):
             if name in self.scales:
-                update = update * self.scales[name]
-            p.sub_(update)
+                updates[i] = updates[i] * self.scales[name]
+        torch._foreach_sub_(params, updates)
 
     def state_dict(self) -> dict[str, object]:
         return {"t": self.t, "lr": self.lr, "m": {k: v.clone() for k, v in self.m.items()},
@@ -79,7 +89,8 @@ class ScaledAdam:
 
 
 def finite_grads(params: Mapping[str, torch.Tensor]) -> bool:
-    """Whether every gradient present is finite."""
-    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params.values())
+    """Whether every gradient present is finite (one synchronisation, not one per tensor)."""
+    checks = [torch.isfinite(p.grad).all() for p in params.values() if p.grad is not None]
+    return not checks or bool(torch.stack(checks).all())
 
 

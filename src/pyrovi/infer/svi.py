@@ -330,6 +330,10 @@ class SVIRun:
         with self._context():
             self.data = as_tensor_data(data, self.dtype, self.device)
             self.batches = self._batches(batch_size)
+            if self.batches is not None and elbo.startswith("jit"):
+                raise ValueError(f"elbo={elbo!r} compiles the first minibatch's indices into "
+                                 "the loss and would train on that batch forever; use "
+                                 "elbo='trace' or 'mean_field' with minibatches")
             pyro.clear_param_store()
             pyro.set_rng_seed(seed)
             if resume is not None:
