@@ -897,7 +897,8 @@ def fit(
     seed : int
         Seed for Pyro, torch and numpy; the same seed gives identical losses.
     progress : bool
-        Show a tqdm bar with the smoothed ELBO.
+        Show a tqdm bar with the smoothed ELBO, the step size and, with minibatches, the
+        epoch and the last held-out ELBO.
     max_steps : int
         Step cap when ``num_steps`` is None.
     alpha : float
@@ -985,7 +986,12 @@ def fit(
             ema = loss if ema is None else 0.98 * ema + 0.02 * loss
             bar.update(1)
             if progress and run.num_steps % 10 == 0:
-                bar.set_postfix(elbo=f"{-ema:.4g}", lr=f"{run.schedule.lr:.2g}")
+                shown = {"elbo": f"{-ema:.4g}", "lr": f"{run.schedule.lr:.2g}"}
+                if run.batches is not None:
+                    shown["epoch"] = str(run.batches.epoch + 1)
+                if validation:
+                    shown["held_out"] = f"{validation[-1]:.4g}"
+                bar.set_postfix(shown)
             if path is not None and run.step_in_window == 0 and run.num_steps % every == 0:
                 run.history["validation_elbo"] = validation
                 if lead:
