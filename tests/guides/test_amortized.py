@@ -8,12 +8,14 @@ encoder's output with the closed form, not with another approximation.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
+import scipy.optimize
 import torch
 
 import pyrovi
@@ -56,6 +58,45 @@ def exact_conditional(data: dict, w: torch.Tensor) -> tuple[torch.Tensor, torch.
     return (mask * x * w).sum(-1) / SIGMA**2 / precision, precision.rsqrt()
 
 
+def mean_field_optimum(data: dict) -> float:
+    """The largest ELBO of the per-person family (``mean_field``: q(log w_j) and q(theta_i)
+    independent Gaussians), exactly.
+
+    Every term of this ELBO is closed form: with w_j = exp(u_j), u_j ~ N(a_j, b_j²),
+    E[w_j] = exp(a_j + b_j²/2) and E[w_j²] = exp(2a_j + 2b_j²); the entropy of w_j is that
+    of u_j plus a_j. Given q(w), the best q(theta_i) is the exact conditional of
+    :func:`exact_conditional` with E[w_j²] in the precision and E[w_j] in the mean, so only
+    the eight (a_j, log b_j) are left to L-BFGS. On the module's data this gives -703.724;
+    ``pyrovi.fit(..., guide="mean_field")`` run to its stop reaches -703.765 in 5,400 steps.
+    """
+    x, mask = data["x"].double(), data["mask"].double()
+
+    def negative_elbo(params: torch.Tensor) -> torch.Tensor:
+        a, b2 = params[:4], torch.exp(2 * params[4:])
+        mean_w, mean_w2 = torch.exp(a + b2 / 2), torch.exp(2 * a + 2 * b2)
+        precision = 1 + (mask * mean_w2).sum(-1) / SIGMA**2
+        m, s2 = (mask * x * mean_w).sum(-1) / SIGMA**2 / precision, 1 / precision
+        square = x**2 - 2 * x * m[:, None] * mean_w + (m**2 + s2)[:, None] * mean_w2
+        likelihood = (mask * (-0.5 * math.log(2 * math.pi * SIGMA**2)
+                              - square / (2 * SIGMA**2))).sum()
+        theta = (-(m**2 + s2) / 2 + 0.5 + 0.5 * torch.log(s2)).sum()  # prior + entropy
+        w = (-0.5 * math.log(2 * math.pi) - mean_w2 / 8  # HalfNormal(2) prior + entropy
+             + 0.5 * torch.log(2 * math.pi * math.e * b2) + a).sum()
+        return -(likelihood + theta + w)
+
+    def value_and_grad(p: np.ndarray) -> tuple[float, np.ndarray]:
+        params = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+        value = negative_elbo(params)
+        value.backward()
+        return float(value.detach()), params.grad.numpy()
+
+    result = scipy.optimize.minimize(value_and_grad, np.r_[np.zeros(4), np.full(4, -2.0)],
+                                     jac=True, method="L-BFGS-B",
+                                     options={"gtol": 1e-10, "ftol": 1e-15})
+    assert result.success, result.message
+    return -float(result.fun)
+
+
 @pytest.fixture(scope="module")
 def amortized_fit() -> pyrovi.infer.SVIFit:
     pyro.set_rng_seed(0)
@@ -90,11 +131,11 @@ def test_encoder_matches_the_exact_conditional_with_missing_values(amortized_fit
 
 @pytest.mark.slow
 def test_amortized_elbo_is_at_most_the_per_person_elbo(amortized_fit) -> None:
-    per_person = pyrovi.fit(factor_model, amortized_fit.data, guide="mean_field")
-    gap = per_person.elbo - amortized_fit.elbo  # the amortization gap, >= 0 at the optima
-    # Linear-Gaussian posterior: the encoder can be exact, so the gap is small (0.3 nats
-    # measured); each fit stops within about 0.1 nats of its own optimum (the stop is
-    # confirmed by the paired ELBO gain over ten windows), hence the slack below zero.
+    per_person = mean_field_optimum(amortized_fit.data)
+    gap = per_person - amortized_fit.elbo  # the amortization gap, >= 0 at the optima
+    # Linear-Gaussian posterior: the encoder can be exact, so the gap is small (0.25 nats
+    # measured); the amortized fit stops within about 0.1 nats of its own optimum (the stop
+    # is confirmed by the paired ELBO gain over ten windows), hence the slack below zero.
     assert -0.2 < gap < 2.0
 
 
