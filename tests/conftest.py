@@ -12,6 +12,12 @@ import torch
 # NUTS references made by the tests are cached in one temporary folder per run, never in
 # the user's home.
 os.environ.setdefault("PYROVI_CACHE_DIR", tempfile.mkdtemp(prefix="pyrovi-test-cache-"))
+# pytest-xdist runs one worker per core: each worker and every process it starts (case
+# studies, guides, the CLI, torchrun's workers) computes on one thread. Two threads per
+# process on a 2-core machine made the subprocess tests 3-5x slower (OpenMP threads
+# spinning against the other worker's).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 
