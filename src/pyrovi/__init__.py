@@ -15,7 +15,7 @@ from pyrovi.infer.nuts import ReferenceQualityWarning, nuts
 from pyrovi.models import ModelSpec, get_model, list_models
 from pyrovi.references import ReferenceFormatError, load_reference
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "GUIDE_FAMILIES",
