@@ -46,6 +46,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import pyrovi  # noqa: E402
+from pyrovi.cli import positive_int  # noqa: E402
 from pyrovi.infer.importance import iw_log_likelihood  # noqa: E402
 from pyrovi.models.vae import (  # noqa: E402
     VAE,
@@ -77,16 +78,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -108,25 +99,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="vae-digits", help="output folder (vae-digits)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the fit")
-    parser.add_argument("--latent-dim", type=_positive_int, default=2,
+    parser.add_argument("--latent-dim", type=positive_int, default=2,
                         help="size of each image's latent code z (2)")
-    parser.add_argument("--num-steps", type=_positive_int, default=None,
+    parser.add_argument("--num-steps", type=positive_int, default=None,
                         help="fixed SVI steps (default: until the held-out ELBO stops rising)")
     parser.add_argument("--lr", type=_positive_float, default=None,
                         help="step size (default: chosen by the engine's trial)")
-    parser.add_argument("--test-images", type=_positive_int, default=300,
+    parser.add_argument("--test-images", type=positive_int, default=300,
                         help="test images of the held-out ELBO and log-likelihood (all 300)")
-    parser.add_argument("--gap-images", type=_positive_int, default=50,
+    parser.add_argument("--gap-images", type=positive_int, default=50,
                         help="test images of the gap report (50)")
-    parser.add_argument("--gap-draws", type=_positive_int, default=5000,
+    parser.add_argument("--gap-draws", type=positive_int, default=5000,
                         help="draws per image of each proposal in the gap report (5000)")
-    parser.add_argument("--nuts-images", type=_positive_int, default=3,
+    parser.add_argument("--nuts-images", type=positive_int, default=3,
                         help="test images compared with NUTS (3)")
-    parser.add_argument("--num-samples", type=_positive_int, default=1000,
+    parser.add_argument("--num-samples", type=positive_int, default=1000,
                         help="NUTS draws per chain")
-    parser.add_argument("--num-warmup", type=_positive_int, default=1000,
+    parser.add_argument("--num-warmup", type=positive_int, default=1000,
                         help="NUTS warm-up per chain")
-    parser.add_argument("--num-chains", type=_positive_int, default=2, help="NUTS chains")
+    parser.add_argument("--num-chains", type=positive_int, default=2, help="NUTS chains")
     parser.add_argument("--quick", action="store_true", help="tiny runs, for smoke tests")
     args = parser.parse_args(argv)
     args.ks = FULL_KS

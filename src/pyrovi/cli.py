@@ -55,11 +55,11 @@ def _build_parser() -> argparse.ArgumentParser:
                                             "epoch, early stopping")
     train.add_argument("--guide", help="guide family (default: the model's amortized "
                                        "guide if it has one, else mean_field)")
-    train.add_argument("--batch-size", type=_positive_int, required=True,
+    train.add_argument("--batch-size", type=positive_int, required=True,
                        help="minibatch size per process")
-    train.add_argument("--epochs", type=_positive_int, default=None,
+    train.add_argument("--epochs", type=positive_int, default=None,
                        help="passes over the data (default: until converged)")
-    train.add_argument("--patience", type=_positive_int, default=3,
+    train.add_argument("--patience", type=positive_int, default=3,
                        help="epochs without held-out gain before stopping early")
     train.add_argument("--elbo", default="trace", choices=("trace", "mean_field"),
                        help="trace (sampled KL) or mean_field (closed-form KL)")
@@ -68,9 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--out", default="pyrovi-train",
                        help="folder for fit.pt, train.json, elbo.png and the checkpoint")
-    train.add_argument("--nproc", type=_positive_int, default=1,
+    train.add_argument("--nproc", type=positive_int, default=1,
                        help="processes on this machine (data-parallel, via torchrun)")
-    train.add_argument("--nnodes", type=_positive_int, default=1,
+    train.add_argument("--nnodes", type=positive_int, default=1,
                        help="machines; run the same command on each")
     train.add_argument("--rdzv-endpoint", help="HOST:PORT where the machines meet "
                                                "(with --nnodes > 1)")
@@ -80,16 +80,17 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", default=default_out, help=f"report folder ({default_out})")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random step")
-    parser.add_argument("--num-samples", type=_positive_int, default=1000,
+    parser.add_argument("--num-samples", type=positive_int, default=1000,
                         help="NUTS draws per chain")
-    parser.add_argument("--num-warmup", type=_positive_int, default=1000,
+    parser.add_argument("--num-warmup", type=positive_int, default=1000,
                         help="NUTS warm-up steps per chain")
-    parser.add_argument("--num-chains", type=_positive_int, default=2, help="NUTS chains")
-    parser.add_argument("--num-steps", type=_positive_int, default=None,
+    parser.add_argument("--num-chains", type=positive_int, default=2, help="NUTS chains")
+    parser.add_argument("--num-steps", type=positive_int, default=None,
                         help="fixed SVI steps (default: until converged)")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, or a one-line error naming the text."""
     try:
         value = int(text)
     except ValueError:
