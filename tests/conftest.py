@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
+from pathlib import Path
+from typing import Any
 
 import pyro
 import pytest
@@ -26,3 +29,14 @@ def _fresh_pyro_state() -> None:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     pyro.enable_validation(True)
+
+
+@pytest.fixture(scope="session")
+def stored_nuts() -> Any:
+    """tests/fixtures/references/nuts_cache.py: installs stored NUTS runs of fixed, seeded
+    data into the tests' NUTS cache (``stored_nuts.install(name, model, data, ...)``)."""
+    path = Path(__file__).parent / "fixtures" / "references" / "nuts_cache.py"
+    spec = importlib.util.spec_from_file_location("nuts_cache", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

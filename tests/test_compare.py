@@ -16,19 +16,10 @@ from pyrovi.models import linear_regression, normal_normal
 HERE = Path(__file__).parent
 
 
-def _nuts_cache():
-    """tests/fixtures/references/nuts_cache.py: stored NUTS runs of fixed, seeded data."""
-    path = HERE / "fixtures" / "references" / "nuts_cache.py"
-    spec = importlib.util.spec_from_file_location("nuts_cache", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def regression_reference() -> az.InferenceData:
+def regression_reference(stored_nuts) -> az.InferenceData:
     data = linear_regression.load_data()
-    _nuts_cache().install("linear_regression", linear_regression.model, data,
+    stored_nuts.install("linear_regression", linear_regression.model, data,
                           num_samples=1000, num_warmup=500)
     return pyrovi.nuts(linear_regression.model, data, num_samples=1000, num_warmup=500)
 
@@ -81,10 +72,10 @@ def test_exact_model_uses_the_closed_form_evidence() -> None:
 
 
 @pytest.mark.slow
-def test_user_model_end_to_end_through_the_api(tmp_path) -> None:
+def test_user_model_end_to_end_through_the_api(tmp_path, stored_nuts) -> None:
     model = _user_model()
     data = linear_regression.load_data()
-    _nuts_cache().install("user_model_regression", model, data, num_samples=800,
+    stored_nuts.install("user_model_regression", model, data, num_samples=800,
                           num_warmup=400)
     ref = pyrovi.nuts(model, data, num_samples=800, num_warmup=400)
     fit = pyrovi.fit(model, data, guide="full_rank")

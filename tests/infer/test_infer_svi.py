@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pyro
@@ -15,15 +13,6 @@ import torch
 import pyrovi
 from pyrovi.infer.util import batch_safe
 from pyrovi.models import beta_bernoulli, linear_regression, normal_normal
-
-
-def _nuts_cache():
-    """tests/fixtures/references/nuts_cache.py: stored NUTS runs of fixed, seeded data."""
-    path = Path(__file__).parents[1] / "fixtures" / "references" / "nuts_cache.py"
-    spec = importlib.util.spec_from_file_location("nuts_cache", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("elbo", sorted(pyrovi.infer.ELBO_FAMILIES))
@@ -184,10 +173,10 @@ def test_two_fits_do_not_share_parameters() -> None:
 
 
 @pytest.mark.slow
-def test_full_rank_matches_nuts_on_the_badly_scaled_regression() -> None:
+def test_full_rank_matches_nuts_on_the_badly_scaled_regression(stored_nuts) -> None:
     """Issue acceptance: within 0.2 posterior sd of the NUTS means, sds within 20%."""
     data = linear_regression.load_data()
-    _nuts_cache().install("linear_regression", linear_regression.model, data,
+    stored_nuts.install("linear_regression", linear_regression.model, data,
                           num_samples=1000, num_warmup=500)
     ref = pyrovi.nuts(linear_regression.model, data, num_samples=1000, num_warmup=500)
     fit = pyrovi.fit(linear_regression.model, data, guide="full_rank")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,15 +18,6 @@ import pyrovi
 from pyrovi.diagnostics import relabel
 from pyrovi.infer import em
 from pyrovi.models import gmm, gmm_full
-
-
-def _nuts_cache():
-    """tests/fixtures/references/nuts_cache.py: stored NUTS runs of fixed, seeded data."""
-    path = Path(__file__).parents[1] / "fixtures" / "references" / "nuts_cache.py"
-    spec = importlib.util.spec_from_file_location("nuts_cache", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("guide", ["mean_field", "full_rank"])
@@ -73,10 +63,10 @@ def test_chains_in_different_modes_are_reported_not_averaged() -> None:
 
 
 @pytest.mark.slow
-def test_cli_compare_gmm_reports_the_relabelling(tmp_path: Path) -> None:
+def test_cli_compare_gmm_reports_the_relabelling(tmp_path: Path, stored_nuts) -> None:
     # the CLI's NUTS run (2 chains, seed 0 by default) reads the stored run from the cache
     # folder this process hands down ($PYROVI_CACHE_DIR, tests/conftest.py)
-    _nuts_cache().install("gmm_cli", gmm.model, gmm.load_data(), num_samples=300,
+    stored_nuts.install("gmm_cli", gmm.model, gmm.load_data(), num_samples=300,
                           num_warmup=300, num_chains=2, seed=0)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     result = subprocess.run(
@@ -115,9 +105,9 @@ def test_lkj_variant_with_identity_correlation_is_the_diagonal_model() -> None:
 
 
 @pytest.mark.slow
-def test_lkj_variant_full_rank_against_nuts() -> None:
+def test_lkj_variant_full_rank_against_nuts(stored_nuts) -> None:
     data = gmm.load_data()
-    _nuts_cache().install("gmm_lkj", gmm.model_lkj, data, num_samples=500, num_warmup=500)
+    stored_nuts.install("gmm_lkj", gmm.model_lkj, data, num_samples=500, num_warmup=500)
     ref = pyrovi.nuts(gmm.model_lkj, data, num_samples=500, num_warmup=500)
     fit = pyrovi.fit(gmm.model_lkj, data, guide="full_rank")
     cmp = pyrovi.compare(fit, ref)
