@@ -47,12 +47,13 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from pyrovi.infer.util import in_particle_plate
+
 __all__ = ["CHUNK_POINTS", "iw_log_likelihood", "pointwise_log_weights"]
 
 CHUNK_POINTS = 32_768
 """Default chunk: ``CHUNK_POINTS // N`` particles (at least one) per vectorised pass."""
 
-_PARTICLES = "_iw_particles"
 _BATCH_SIZE = "batch_size"
 
 
@@ -133,14 +134,6 @@ def _per_point(trace: poutine.Trace, dims: int, plate_dim: int, size: int,
     return total
 
 
-def _in_particle_plate(fn: Callable[..., Any], num: int, dim: int) -> Callable[..., Any]:
-    def wrapped(**kwargs: Any) -> Any:
-        with pyro.plate(_PARTICLES, num, dim=dim):
-            return fn(**kwargs)
-
-    return wrapped
-
-
 def pointwise_log_weights(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -207,8 +200,8 @@ def pointwise_log_weights(
         done = 0
         while done < num_samples:
             num = min(chunk, num_samples - done)
-            g = poutine.trace(_in_particle_plate(guide, num, dim)).get_trace(**guide_kwargs)
-            m = poutine.trace(poutine.replay(_in_particle_plate(model, num, dim), trace=g)
+            g = poutine.trace(in_particle_plate(guide, num, dim)).get_trace(**guide_kwargs)
+            m = poutine.trace(poutine.replay(in_particle_plate(model, num, dim), trace=g)
                               ).get_trace(**model_kwargs)
             log_w = (_per_point(m, nesting + 1, plate_dim, size, num)
                      - _per_point(g, nesting + 1, plate_dim, size, num))

@@ -266,7 +266,8 @@ def _max_plate_nesting(trace: poutine.Trace) -> int:
     return nesting
 
 
-def _in_particle_plate(fn: Callable[..., Any], num: int, dim: int) -> Callable[..., Any]:
+def in_particle_plate(fn: Callable[..., Any], num: int, dim: int) -> Callable[..., Any]:
+    """``fn`` run inside a plate of ``num`` particles at ``dim`` (vectorised draws)."""
     def wrapped(**kwargs: Any) -> Any:
         with pyro.plate(_PARTICLES, num, dim=dim):
             return fn(**kwargs)
@@ -302,9 +303,9 @@ def _vectorized_log_weights(
 ) -> np.ndarray:
     """All particles at once; raises if the result cannot be trusted."""
     dim = -(nesting + 1)
-    guide_tr = poutine.trace(_in_particle_plate(guide, num, dim)).get_trace(**data)
+    guide_tr = poutine.trace(in_particle_plate(guide, num, dim)).get_trace(**data)
     model_tr = poutine.trace(
-        poutine.replay(_in_particle_plate(model, num, dim), trace=guide_tr)
+        poutine.replay(in_particle_plate(model, num, dim), trace=guide_tr)
     ).get_trace(**data)
     log_w = (_per_particle(model_tr, num, nesting) - _per_particle(guide_tr, num, nesting)).numpy()
     if log_w.shape != (num,) or np.isnan(log_w).any():
@@ -357,7 +358,7 @@ def _batched_guide_log_weights(
     is the expensive half.
     """
     dim = -(nesting + 1)
-    guide_tr = poutine.trace(_in_particle_plate(guide, num, dim)).get_trace(**data)
+    guide_tr = poutine.trace(in_particle_plate(guide, num, dim)).get_trace(**data)
     log_q = _per_particle(guide_tr, num, nesting).numpy()
     log_p = np.empty(num)
     for j in range(num):
