@@ -172,6 +172,16 @@ class MeanFieldNormal(autoguide.AutoNormal):
                 deep_getattr(self.scales, name + "_unconstrained").copy_(
                     _softplus_inverse(sd[lo:hi].reshape(shape)))
 
+    def as_start(self, source: str = "mean_field") -> GaussianStart:
+        """q itself as a :class:`GaussianStart` (diagonal), for a richer guide to start at."""
+        slices = site_slices(self)
+        with torch.no_grad():
+            loc = torch.cat([deep_getattr(self.locs, name).detach().reshape(-1)
+                             for name in slices])
+            std = torch.cat([deep_getattr(self.scales, name).detach().reshape(-1)
+                             for name in slices])
+        return GaussianStart(loc, None, slices, source, std=std)
+
     def step_scales(self) -> dict[str, torch.Tensor]:
         """Per-element multipliers of the step size, by parameter name.
 
@@ -297,6 +307,15 @@ class AutoWhitenedNormal(autoguide.AutoContinuous):
             factor = eigvec.flip(1)[:, : self.rank] * top.sqrt()
             self.log_scale.copy_(cond.log())
             self.cov_factor.copy_(factor + 1e-2 * torch.randn_like(factor))
+
+    def as_start(self, source: str = "gaussian") -> GaussianStart:
+        """q itself as a :class:`GaussianStart` (dense), for a richer guide to start at."""
+        with torch.no_grad():
+            posterior = self.get_posterior()
+            tril = posterior.scale_tril if not self.low_rank \
+                else torch.linalg.cholesky(posterior.covariance_matrix)
+            return GaussianStart(posterior.mean.detach().clone(), tril.detach().clone(),
+                                 site_slices(self), source)
 
     def rewhiten(self) -> None:
         """Fold the learned location and scales into ``center`` and ``P`` (q unchanged),

@@ -278,7 +278,7 @@ class SVIRun:
         num_particles: int = 1,
         seed: int = 0,
         *,
-        init: str = "auto",
+        init: str | GaussianStart = "auto",
         alpha: float = 0.5,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
@@ -288,8 +288,9 @@ class SVIRun:
     ) -> None:
         if elbo not in ELBO_FAMILIES:
             raise ValueError(f"unknown elbo {elbo!r}; choose one of {', '.join(ELBO_FAMILIES)}")
-        if init not in ("auto", "laplace", "prior"):
-            raise ValueError(f"init must be 'auto', 'laplace' or 'prior', got {init!r}")
+        if not isinstance(init, GaussianStart) and init not in ("auto", "laplace", "prior"):
+            raise ValueError("init must be 'auto', 'laplace', 'prior' or a GaussianStart, "
+                             f"got {init!r}")
         if num_particles < 1:
             raise ValueError(f"num_particles must be at least 1, got {num_particles}")
         data = _with_batch_size(model, data, batch_size)
@@ -414,9 +415,11 @@ class SVIRun:
                 self.nesting, self.alpha)
         return self._elbos[num_particles]
 
-    def _candidate_starts(self, init: str) -> list[GaussianStart | None]:
+    def _candidate_starts(self, init: str | GaussianStart) -> list[GaussianStart | None]:
         if self.family is None or self.family.start is None:
             return [None]
+        if isinstance(init, GaussianStart):
+            return [init]
         starts: list[GaussianStart | None] = []
         if init in ("auto", "laplace") and self.batches is None:
             laplace, evals, why = find_map(self.model, self.data, seed=self.seed)
@@ -436,7 +439,8 @@ class SVIRun:
             return self.family.build(self.model)
         return self.family.start(self.model, self.data, start)
 
-    def _start(self, guide: str | Callable[..., Any], init: str, lr: float | None,
+    def _start(self, guide: str | Callable[..., Any], init: str | GaussianStart,
+               lr: float | None,
                num_particles: int) -> None:
         starts = self._candidate_starts(init)
         if self.family is not None and not self.family.takes_steps:
@@ -855,7 +859,7 @@ def fit(
     *,
     max_steps: int = DEFAULT_MAX_STEPS,
     alpha: float = 0.5,
-    init: str = "auto",
+    init: str | GaussianStart = "auto",
     batch_size: int | None = None,
     num_epochs: int | None = None,
     validation_data: dict[str, Any] | None = None,
@@ -903,9 +907,11 @@ def fit(
         Step cap when ``num_steps`` is None.
     alpha : float
         The order of the Rényi divergence for ``elbo="renyi"``.
-    init : str
+    init : str or GaussianStart
         ``"auto"`` tries the Laplace start and the model's initial point, ``"laplace"``
-        and ``"prior"`` only one of them.
+        and ``"prior"`` only one of them; a :class:`~pyrovi.guides.GaussianStart` (a
+        fitted Gaussian guide's ``as_start()``, as the guide ladder passes up its rungs)
+        is the only start tried.
     batch_size : int, optional
         Minibatch size; the model must subsample its data plate with this size
         (``pyro.plate("data", N, subsample_size=batch_size)``). A model with a
@@ -955,6 +961,11 @@ def fit(
     gradients are averaged by ``DistributedDataParallel``, rank 0 writes the checkpoints,
     and every process returns the same fit (:mod:`pyrovi.infer.distributed`).
     """
+    if guide == "auto":  # the guide ladder: mean_field, then richer rungs while needed
+        from pyrovi.infer.ladder import climb
+
+        return climb(model, data, elbo=elbo, num_particles=num_particles, seed=seed,
+                     progress=progress, max_steps=max_steps, dtype=dtype)
     path = Path(checkpoint) if checkpoint is not None else None
     resume = path if path is not None and path.exists() else None
     run = SVIRun(model, data, guide, elbo, lr, num_particles, seed, init=init, alpha=alpha,
