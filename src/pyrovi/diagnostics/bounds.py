@@ -226,8 +226,13 @@ def validated_bounds(
         raise ValueError(f"dim must be a positive integer, got {dim}")
     c4, kurtosis, moments = _moment_constants(dim, whitened_draws)
     size = lw.size
-    out: dict[str, Any] = {"num_draws": size, "dim": dim, "c4": c4, "kurtosis": kurtosis,
-                           "moments": moments}
+    out: dict[str, Any] = {
+        "num_draws": size,
+        "dim": dim,
+        "c4": c4,
+        "kurtosis": kurtosis,
+        "moments": moments,
+    }
     finite = np.isfinite(lw)
     elbo = float(np.mean(lw)) if finite.all() else -math.inf
     out["elbo"] = elbo
@@ -239,8 +244,14 @@ def validated_bounds(
 
     reason = _unreliable(lw, out["cubo_khat"], lower)
     if reason:
-        names = ("kl_upper", "d2_upper", "chi2_upper", "w2_bound", "mean_error_bound",
-                 "sd_error_bound")
+        names = (
+            "kl_upper",
+            "d2_upper",
+            "chi2_upper",
+            "w2_bound",
+            "mean_error_bound",
+            "sd_error_bound",
+        )
         out.update({key: math.inf for name in names for key in (name, f"{name}_high")})
         out["d2_upper_se"] = math.nan
         out.update(reliable=False, reason=reason)
@@ -294,14 +305,18 @@ def _moment_constants(dim: int, draws: np.ndarray | None) -> tuple[float, float,
 
 def _unreliable(lw: np.ndarray, cubo_khat: float, lower: float) -> str:
     if not np.isfinite(lw).all():
-        return ("some draws of q have zero posterior density (log weight -inf): the ELBO "
-                "is -inf and KL(q || p) infinite, so there is no bound")
+        return (
+            "some draws of q have zero posterior density (log weight -inf): the ELBO "
+            "is -inf and KL(q || p) infinite, so there is no bound"
+        )
     if not math.isfinite(lower):
         return "the lower bound on log p(x) is not finite"
     if not cubo_khat <= CUBO_KHAT_MAX:
-        return (f"the CUBO is not estimable: PSIS k-hat of the squared weights is "
-                f"{cubo_khat:.2f} > {CUBO_KHAT_MAX}, so E_q[w^2] may be infinite (q narrower "
-                "than the posterior in some direction) and the bounds are not computed")
+        return (
+            f"the CUBO is not estimable: PSIS k-hat of the squared weights is "
+            f"{cubo_khat:.2f} > {CUBO_KHAT_MAX}, so E_q[w^2] may be infinite (q narrower "
+            "than the posterior in some direction) and the bounds are not computed"
+        )
     return ""
 
 
