@@ -10,6 +10,7 @@ module                  computes
 ``wasserstein``         joint and sliced 1-Wasserstein distances
 ``psis``                the PSIS k-hat of importance weights and its bootstrap interval
 ``evidence``            importance weighted bounds on ``log p(x)`` and the KL gap
+``bounds``              reference-free bounds on mean and sd errors (ELBO and CUBO)
 ``health``              convergence of the reference (R-hat, ESS, divergences)
 ``correlation``         posterior correlations the guide misses
 ``relabel``             undo label switching in mixtures; chains in different modes
@@ -19,6 +20,12 @@ module                  computes
 ======================  ===============================================================
 """
 
+from pyrovi.diagnostics.bounds import (
+    BOUND_SE_MULTIPLIER,
+    CUBO_KHAT_MAX,
+    cubo,
+    validated_bounds,
+)
 from pyrovi.diagnostics.correlation import missed_correlations, strongest_pair
 from pyrovi.diagnostics.draws import scalar_draws, stack_draws
 from pyrovi.diagnostics.evidence import iwae_bound, kl_gap
@@ -53,9 +60,12 @@ from pyrovi.diagnostics.sites import (
     site_of,
 )
 from pyrovi.diagnostics.verdict import (
+    BASIS_BOUNDS,
     BASIS_KHAT,
     BASIS_REFERENCE,
     BASIS_UNHEALTHY,
+    BOUND_TRUST_MEAN,
+    BOUND_TRUST_SD,
     CAUTION_MEAN_ERROR_Z,
     CAUTION_SD_RATIO,
     TRUST_KHAT,
@@ -67,12 +77,17 @@ from pyrovi.diagnostics.verdict import (
 from pyrovi.diagnostics.wasserstein import sliced_w1, w1_joint
 
 __all__ = [
+    "BASIS_BOUNDS",
     "BASIS_KHAT",
     "BASIS_REFERENCE",
     "BASIS_UNHEALTHY",
+    "BOUND_SE_MULTIPLIER",
+    "BOUND_TRUST_MEAN",
+    "BOUND_TRUST_SD",
     "CAUTION_MEAN_ERROR_Z",
     "CAUTION_SD_RATIO",
     "CONSTANT_SPREAD",
+    "CUBO_KHAT_MAX",
     "ESS_MIN",
     "INTERVAL_PROB",
     "KHAT_BAD",
@@ -88,6 +103,7 @@ __all__ = [
     "TRUST_MEAN_ERROR_Z",
     "TRUST_SD_RATIO",
     "chains_disagree",
+    "cubo",
     "interval_coverage",
     "interval_summary",
     "iwae_bound",
@@ -107,6 +123,7 @@ __all__ = [
     "sliced_w1",
     "stack_draws",
     "strongest_pair",
+    "validated_bounds",
     "verdict",
     "verdict_basis",
     "w1_joint",

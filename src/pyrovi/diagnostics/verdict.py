@@ -52,13 +52,39 @@ The verdict is capped at "caution" (a fit that would be trusted gets "caution", 
 stays a reject), the first reason says the reference is unhealthy, and a k-hat above
 0.7 is one of the reasons.
 
-**Without a reference** (``table=None``) k-hat with its interval decides: "trust" when
-k-hat <= 0.7, "caution" above (a reason notes an interval that straddles 0.7). The k-hat
-thresholds are those of Yao, Vehtari, Simpson and Gelman (2018).
+**Without a reference** (``table=None``) and without bounds, k-hat with its interval
+decides: "trust" when k-hat <= 0.7, "caution" above (a reason notes an interval that
+straddles 0.7). The k-hat thresholds are those of Yao, Vehtari, Simpson and Gelman (2018).
+
+**Without a reference, with bounds** (``bounds=`` from
+:func:`pyrovi.diagnostics.validated_bounds`, basis :data:`BASIS_BOUNDS`) k-hat and the
+validated bounds of Huggins et al. (2020) decide together. The bounds are in q sds
+(``|mean_p - mean_q| / sd_q`` and ``|sd_p - sd_q| / sd_q``); the verdict reads their upper
+confidence values (``*_high``, the bound at the divergence plus two standard errors):
+
+=========  ========  ====================  ===================  ==================
+verdict    k-hat     CUBO estimable        mean_error_bound     sd_error_bound
+=========  ========  ====================  ===================  ==================
+trust      <= 0.7    yes (``reliable``)    high <= 0.16         high <= 0.2
+caution    otherwise
+=========  ========  ====================  ===================  ==================
+
+The thresholds are those of the reference-based "trust" carried over to q's units, so
+that a bounded fit would also be trusted against a reference. With every
+``|sd_p - sd_q| <= S sd_q`` the ratio ``sd_q / sd_p`` is in ``[1 / (1 + S), 1 / (1 - S)]``:
+``S = 0.2`` (:data:`BOUND_TRUST_SD`, ``1 - 1 / 1.25``) gives ``[0.83, 1.25]``, inside
+``[0.8, 1.25]``. A mean error of ``M`` q sd is ``M sd_q / sd_p <= M / (1 - S)`` reference
+sd: ``M = 0.16`` (:data:`BOUND_TRUST_MEAN`, ``0.2 (1 - 0.2)``) keeps it within 0.2. The
+bounds are worst cases over every direction of the unconstrained space (the Mahalanobis
+norm of the mean error), so they are met only by close fits: roughly ``CUBO - ELBO`` below
+0.013 nats. Bounds never give "reject": they are upper bounds, and a large one shows that
+an error cannot be ruled out, not that it is there. When the CUBO is not estimable
+(k-hat of the squared weights above 0.7) the verdict is "caution" and the reason says why.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,9 +94,12 @@ import pandas as pd
 from pyrovi.diagnostics.psis import KHAT_BAD
 
 __all__ = [
+    "BASIS_BOUNDS",
     "BASIS_KHAT",
     "BASIS_REFERENCE",
     "BASIS_UNHEALTHY",
+    "BOUND_TRUST_MEAN",
+    "BOUND_TRUST_SD",
     "CAUTION_MEAN_ERROR_Z",
     "CAUTION_SD_RATIO",
     "TRUST_KHAT",
@@ -104,14 +133,33 @@ BASIS_UNHEALTHY = "reference and k-hat"
 BASIS_KHAT = "k-hat"
 """No reference: k-hat alone decided."""
 
+BASIS_BOUNDS = "k-hat and bounds"
+"""No reference: k-hat and the validated bounds (ELBO and CUBO) decided."""
+
+BOUND_TRUST_SD = 1.0 - 1.0 / TRUST_SD_RATIO[1]
+"""Without a reference, trust needs the upper value of ``sd_error_bound`` (q sd) at or
+below this (0.2): then every sd ratio is in ``[1 / 1.2, 1.25]``, inside
+:data:`TRUST_SD_RATIO`."""
+
+BOUND_TRUST_MEAN = TRUST_MEAN_ERROR_Z * (1.0 - BOUND_TRUST_SD)
+"""Without a reference, trust needs the upper value of ``mean_error_bound`` (q sd) at or
+below this (0.16): then every mean error is within :data:`TRUST_MEAN_ERROR_Z` reference
+sd."""
+
 Interval = tuple[float, float]
 
 
-def verdict_basis(table: pd.DataFrame | None, health: Mapping[str, Any] | None) -> str:
-    """What decides the verdict: :data:`BASIS_REFERENCE`, :data:`BASIS_UNHEALTHY` or
-    :data:`BASIS_KHAT` (see the module docstring)."""
+def verdict_basis(
+    table: pd.DataFrame | None,
+    health: Mapping[str, Any] | None,
+    *,
+    bounds: Mapping[str, Any] | None = None,
+) -> str:
+    """What decides the verdict: :data:`BASIS_REFERENCE`, :data:`BASIS_UNHEALTHY`,
+    :data:`BASIS_BOUNDS` (no reference, bounds given) or :data:`BASIS_KHAT` (see the
+    module docstring)."""
     if table is None:
-        return BASIS_KHAT
+        return BASIS_KHAT if bounds is None else BASIS_BOUNDS
     return BASIS_UNHEALTHY if _problems(health) else BASIS_REFERENCE
 
 
@@ -125,8 +173,9 @@ def verdict(
     represents_correlations: bool | None = None,
     richer: str | None = None,
     guide_name: str | None = None,
+    bounds: Mapping[str, Any] | None = None,
 ) -> tuple[str, list[str]]:
-    """Judge a variational fit against its reference (or by k-hat alone without one).
+    """Judge a variational fit against its reference (or by k-hat and bounds without one).
 
     Parameters
     ----------
@@ -148,6 +197,10 @@ def verdict(
         The family's next richer rung, suggested when the guide falls short.
     guide_name : str, optional
         The guide's name, used in the sentences only (never compared).
+    bounds : mapping, optional
+        From :func:`pyrovi.diagnostics.validated_bounds` (keys ``reliable``, ``reason``,
+        ``mean_error_bound``, ``mean_error_bound_high``, ``sd_error_bound``,
+        ``sd_error_bound_high``, ``kl_upper``); used only without a reference table.
 
     Returns
     -------
@@ -167,6 +220,8 @@ def verdict(
     if table is None:
         if khat is None:
             raise ValueError("without a reference table the verdict needs a k-hat")
+        if bounds is not None:
+            return _by_bounds(khat, khat_interval, bounds)
         return _by_khat(khat, khat_interval)
     marginals = _Marginals.of(table)
     missed = list(missed)
@@ -317,6 +372,46 @@ def _by_khat(khat: float, interval: Interval | None) -> tuple[str, list[str]]:
     if interval is not None and interval[1] > TRUST_KHAT:
         text += f"; the interval reaches above {TRUST_KHAT}, so this is near the threshold"
     return "trust", [text]
+
+
+def _by_bounds(
+    khat: float, interval: Interval | None, bounds: Mapping[str, Any]
+) -> tuple[str, list[str]]:
+    reasons: list[str] = []
+    if not khat <= TRUST_KHAT:
+        reasons.append(_khat_bad(khat, interval) + " (no reference to check against)")
+    if not bounds.get("reliable", False):
+        why = str(bounds.get("reason") or "the CUBO is not estimable")
+        reasons.append(f"no error bound: {why}")
+        return "caution", reasons
+    mean, mean_high = float(bounds["mean_error_bound"]), float(bounds["mean_error_bound_high"])
+    sd, sd_high = float(bounds["sd_error_bound"]), float(bounds["sd_error_bound_high"])
+    values = (
+        f"every mean within {_num(mean)} q sd of the posterior's (upper value "
+        f"{_num(mean_high)}) and every sd within {_num(sd)} q sd (upper value {_num(sd_high)}), "
+        f"from CUBO - ELBO = {_num(float(bounds.get('kl_upper', math.nan)))} nats"
+    )
+    if mean_high <= BOUND_TRUST_MEAN and sd_high <= BOUND_TRUST_SD and not reasons:
+        text = (
+            f"the validated bounds (Huggins et al. 2020) guarantee {values}: within "
+            f"{_num(BOUND_TRUST_MEAN)} and {_num(BOUND_TRUST_SD)}, so every mean is within "
+            f"{TRUST_MEAN_ERROR_Z} posterior sd and every sd ratio within "
+            f"[{TRUST_SD_RATIO[0]}, {TRUST_SD_RATIO[1]}] (no reference needed); PSIS k-hat "
+            f"{_khat_text(khat, interval)} <= {TRUST_KHAT} agrees"
+        )
+        return "trust", [text]
+    if mean_high > BOUND_TRUST_MEAN or sd_high > BOUND_TRUST_SD:
+        reasons.append(
+            f"the validated bounds allow {values}: above the {_num(BOUND_TRUST_MEAN)} and "
+            f"{_num(BOUND_TRUST_SD)} q sd that guarantee trust; they are worst cases over "
+            "every direction, so the errors may be smaller, but a reference (NUTS) or a "
+            "richer guide is needed to tell"
+        )
+    else:
+        reasons.append(f"the validated bounds guarantee {values}, but k-hat does not agree")
+    if khat <= TRUST_KHAT:
+        reasons.append(f"PSIS k-hat {_khat_text(khat, interval)} <= {TRUST_KHAT}")
+    return "caution", reasons
 
 
 def _khat_bad(khat: float, interval: Interval | None) -> str:
