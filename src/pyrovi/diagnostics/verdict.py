@@ -79,7 +79,7 @@ bounds are worst cases over every direction of the unconstrained space (the Maha
 norm of the mean error), so they are met only by close fits: roughly ``CUBO - ELBO`` below
 0.013 nats. Bounds never give "reject": they are upper bounds, and a large one shows that
 an error cannot be ruled out, not that it is there. When the CUBO is not estimable
-(k-hat of the squared weights above 0.7) the verdict is "caution" and the reason says why.
+(k-hat of the squared weights above 0.5) the verdict is "caution" and the reason says why.
 """
 
 from __future__ import annotations

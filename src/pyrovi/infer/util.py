@@ -25,6 +25,7 @@ __all__ = [
     "default_dtype",
     "deterministic_sites",
     "guide_log_weights",
+    "latent_dim",
     "model_trace",
     "plate_nesting",
     "posterior_sites",
@@ -198,6 +199,28 @@ def guide_log_weights(
                     [_log_weight(*_traces(model, guide, data))[0] for _ in range(num_samples)]
                 )
     return np.asarray(log_w, dtype=np.float64)
+
+
+def latent_dim(model: Callable[..., Any], guide: Callable[..., Any],
+               data: Mapping[str, Any]) -> int:
+    """Number of unconstrained latent coordinates: the dimension ``d`` of the space q lives in.
+
+    The guide is traced once and the model replayed at its draw; every latent sample site
+    of the model (not observed, not deterministic, not a subsample index) counts the numel
+    of its value mapped to the unconstrained space (``biject_to(support).inv``), so a
+    simplex of ``K`` entries counts ``K - 1``. Run it inside ``fit.in_force()`` for a fit.
+    """
+    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+        _, model_tr = _traces(model, guide, dict(data))
+    total = 0
+    for _, site in _sample_sites(model_tr):
+        if site["is_observed"] or site["infer"].get("_deterministic"):
+            continue
+        support = site["fn"].support
+        if support.is_discrete:
+            continue
+        total += int(torch.distributions.biject_to(support).inv(site["value"]).numel())
+    return total
 
 
 def plate_nesting(model: Callable[..., Any], guide: Callable[..., Any],
