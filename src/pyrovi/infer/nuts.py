@@ -249,6 +249,16 @@ def check_reference(idata: az.InferenceData) -> list[str]:
     return problems
 
 
+def cached_reference(model: Callable[..., Any], data: dict[str, Any], num_samples: int = 1000,
+                     num_warmup: int = 1000, num_chains: int = 2, seed: int = 0
+                     ) -> az.InferenceData | None:
+    """The run :func:`nuts` with these arguments has cached, or None; never runs NUTS."""
+    data = as_tensor_data(data)
+    settings = {"num_samples": num_samples, "num_warmup": num_warmup,
+                "num_chains": num_chains, "seed": seed}
+    return _read_cache(cache_dir() / f"{cache_key(model, data, settings)}.nc")
+
+
 def nuts(
     model: Callable[..., Any],
     data: dict[str, Any],

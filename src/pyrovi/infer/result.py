@@ -19,6 +19,7 @@ from typing import Any
 
 import arviz as az
 import numpy as np
+import pandas as pd
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -82,6 +83,14 @@ class SVIFit:
     history : dict
         What the schedule did: ``lr`` per step, ``num_particles`` per step, the step at
         which each plateau was declared, the trial results, held-out ELBOs per epoch.
+    ladder : pandas.DataFrame or None
+        For ``pyrovi.fit(guide="auto")``: one row per rung of the guide ladder (guide,
+        seconds, gradient evaluations, ELBO, gain over the rung below, k-hat, verdict,
+        why it climbed or stopped); see :mod:`pyrovi.ladder`. None for a single family.
+    ladder_stop : str
+        Why the ladder stopped where it did (empty without a ladder).
+    rungs : tuple of SVIFit
+        The fit of every rung the ladder climbed, in order (empty without a ladder).
     """
 
     model: Callable[..., Any]
@@ -100,6 +109,9 @@ class SVIFit:
     dtype: torch.dtype = torch.float32
     start: str = "none"
     history: dict[str, Any] = field(repr=False, default_factory=dict)
+    ladder: pd.DataFrame | None = field(repr=False, default=None)
+    ladder_stop: str = ""
+    rungs: tuple[SVIFit, ...] = field(repr=False, default=())
 
     @property
     def represents_correlations(self) -> bool | None:
@@ -198,8 +210,18 @@ class SVIFit:
             "num_grad_evals": self.num_grad_evals,
             "dtype": str(self.dtype).removeprefix("torch."),
             "start": self.start,
+            "ladder": None if self.ladder is None else {
+                column: [_plain(v) for v in self.ladder[column]] for column in self.ladder},
+            "ladder_stop": self.ladder_stop,
         }
         atomic_torch_save(payload, Path(path))
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as a plain Python value (``torch.load(weights_only=True)`` reads it)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
@@ -325,4 +347,6 @@ def load_fit(
         params=payload["params"], module_local_params=local,
         num_grad_evals=int(payload.get("num_grad_evals", 0)), dtype=dtype,
         start=str(payload.get("start", "none")),
+        ladder=None if payload.get("ladder") is None else pd.DataFrame(payload["ladder"]),
+        ladder_stop=str(payload.get("ladder_stop", "")),
     )

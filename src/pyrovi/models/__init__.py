@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pyrovi.models import (
     beta_bernoulli,
+    eight_schools,
     gmm,
     gmm_full,
     health,
@@ -22,7 +23,8 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (normal_normal.SPEC, beta_bernoulli.SPEC, linear_regression.SPEC, gmm.SPEC,
                  gmm.SPEC_LKJ, gmm_full.SPEC, irt.SPEC, irt.SPEC_RASCH, health.SPEC,
-                 intelligence.SPEC, intelligence.SPEC_MARGINAL, vae.SPEC)
+                 intelligence.SPEC, intelligence.SPEC_MARGINAL, vae.SPEC,
+                 eight_schools.SPEC, eight_schools.SPEC_NONCENTERED)
 }
 
 

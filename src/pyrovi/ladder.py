@@ -1,0 +1,261 @@
+"""The guide ladder: ``pyrovi.fit(model, data, guide="auto")``.
+
+A guide family is a rung; its record names the next richer one
+(:attr:`pyrovi.guides.GuideFamily.richer`): ``mean_field`` → ``low_rank`` →
+``full_rank`` → ``flow``. The ladder fits the first rung and climbs while the evidence
+says the fit cannot be trusted, each rung started from the fitted q of the rung below
+(its ``as_start()``), so a richer rung begins where the simpler one ended and its ELBO
+can only rise from there.
+
+**Evidence on each rung.** With a reference (given, or the default :func:`pyrovi.nuts` run
+found in its cache; the ladder never runs NUTS itself) the rung's verdict is that of
+:func:`pyrovi.compare`: measured marginal errors. Without one, it is the reference-free
+verdict of :func:`pyrovi.compare.reference_free`: PSIS k-hat and the bounds of validated
+VI (Huggins et al. 2020) computed from the ELBO and the CUBO of the same guide. Both are
+in the table either way: ``verdict`` (what decided) and ``verdict_without_reference``.
+
+**The ELBO gain of the next rung.** Both rungs approximate the same posterior, so the
+difference of their ELBOs is exactly the difference of their KL(q || p): a richer rung
+that gains more than ``GAIN_SIGMAS`` standard errors of the difference, and more than
+``MIN_GAIN`` nats, was closer to the posterior, and the rung below it is not the answer
+whatever its own verdict said.
+
+**The stopping rule.** The ladder stops at the first rung whose verdict is "trust" and
+which the rung above it does not beat by more than noise (so a trusted rung below the top
+costs one more fit, the check). The top rung is the answer if it is trusted. If no rung
+is, the ladder says so (a :class:`NoTrustworthyGuideWarning`, ``fit.ladder_stop``), returns
+the rung with the best ELBO labelled with its own verdict, and recommends a
+reparameterisation (non-centered hierarchies: ``pyro.infer.reparam.LocScaleReparam``) or
+NUTS: a funnel or a multimodal posterior defeats every rung, and a fit labelled good would
+be the worst answer.
+
+=================  ====================================================================
+column             meaning
+=================  ====================================================================
+guide              the family of the rung
+seconds            wall time of the rung's fit and assessment
+grad_evals         gradient evaluations of its fit (MAP search and trials included)
+elbo, elbo_se      the rung's ELBO and its Monte Carlo standard error (nats)
+gain, gain_se      ELBO gain over the rung below and its standard error (nats)
+khat               PSIS k-hat of the rung's importance weights
+verdict            "trust", "caution" or "reject": what decided the ladder
+basis              what the verdict rests on ("reference" or "k-hat and bounds")
+verdict_without_reference   the reference-free verdict (equal to ``verdict`` without one)
+mean_error_bound   bound on every |mean error| in q sds (validated VI; upper confidence)
+chosen             whether this rung is the answer
+why                why the ladder climbed past the rung, or stopped at it
+=================  ====================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import arviz as az
+import pandas as pd
+
+from pyrovi.compare import compare, reference_free
+from pyrovi.guides import get_family
+from pyrovi.infer import svi
+from pyrovi.infer.nuts import cached_reference
+from pyrovi.infer.result import SVIFit
+from pyrovi.infer.schedule import MIN_GAIN
+
+__all__ = ["FIRST_RUNG", "GAIN_SIGMAS", "NoTrustworthyGuideWarning", "climb", "fit", "rungs"]
+
+FIRST_RUNG = "mean_field"
+"""Where the ladder starts."""
+
+GAIN_SIGMAS = 2.0
+"""A richer rung beats the one below when its ELBO gain exceeds this many standard errors
+of the difference (and ``MIN_GAIN`` nats)."""
+
+RECOMMENDATION = (
+    "reparameterise the model (a hierarchy: non-centered, e.g. with "
+    "pyro.infer.reparam.LocScaleReparam; see eight_schools_noncentered) or use NUTS "
+    "(pyrovi.nuts)")
+
+
+class NoTrustworthyGuideWarning(UserWarning):
+    """No rung of the guide ladder could be trusted; the fit returned is not good."""
+
+
+@dataclass(frozen=True)
+class _Rung:
+    fit: SVIFit
+    seconds: float
+    verdict: str
+    basis: str
+    reasons: tuple[str, ...]
+    free: dict[str, Any]
+
+
+def rungs(first: str = FIRST_RUNG) -> list[str]:
+    """The families of the ladder from ``first`` upwards, following each record's
+    ``richer``."""
+    names = [first]
+    while (richer := get_family(names[-1]).richer) is not None:
+        names.append(richer)
+    return names
+
+
+def _start_from(below: SVIFit | None) -> Any:
+    """The init of the next rung: the rung below's q, when its guide can give it."""
+    if below is None or not hasattr(below.guide, "as_start"):
+        return "auto"
+    with below.in_force():
+        return below.guide.as_start(below.guide_name)
+
+
+def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> tuple[
+        str, str, tuple[str, ...], dict[str, Any]]:
+    free = reference_free(fit, seed=seed)
+    if reference is None:
+        return free["verdict"], free["basis"], tuple(free["reasons"]), free
+    comparison = compare(fit, reference, seed=seed)
+    return (comparison.summary["verdict"], comparison.summary["verdict_basis"],
+            tuple(comparison.reasons), free)
+
+
+def _gain(fit: SVIFit, below: SVIFit | None) -> tuple[float, float, bool]:
+    if below is None:
+        return math.nan, math.nan, False
+    gain = fit.elbo - below.elbo
+    se = math.hypot(fit.elbo_se, below.elbo_se)
+    return gain, se, gain > max(MIN_GAIN, GAIN_SIGMAS * se)
+
+
+def _nats(gain: float, se: float) -> str:
+    return f"{gain:.3g} ± {se:.2g} nats"
+
+
+def climb(
+    model: Callable[..., Any],
+    data: dict[str, Any],
+    elbo: str = "trace",
+    num_steps: int | None = None,
+    lr: float | None = None,
+    num_particles: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+    *,
+    reference: az.InferenceData | None = None,
+    first: str = FIRST_RUNG,
+    **fit_options: Any,
+) -> SVIFit:
+    """Climb the guide ladder; the answer is an :class:`SVIFit` with ``ladder`` filled.
+
+    Parameters
+    ----------
+    model, data, elbo, num_steps, lr, num_particles, seed, progress
+        As for :func:`pyrovi.infer.fit`, for every rung.
+    reference : arviz.InferenceData, optional
+        Reference draws (:func:`pyrovi.nuts`, :func:`pyrovi.load_reference`). By default
+        the cached run of ``pyrovi.nuts(model, data)`` with its default settings, if any;
+        without one the reference-free verdict decides.
+    first : str
+        The first rung.
+    **fit_options
+        Passed to every rung's :func:`pyrovi.infer.fit` (``max_steps``, ``dtype``, ...).
+
+    Returns
+    -------
+    SVIFit
+        The chosen rung's fit; ``fit.ladder`` (the table of the module docstring),
+        ``fit.ladder_stop`` (why the ladder stopped) and ``fit.rungs`` (every rung's fit).
+
+    Warns
+    -----
+    NoTrustworthyGuideWarning
+        When no rung can be trusted.
+    """
+    if "init" in fit_options or "guide" in fit_options:
+        raise ValueError("the guide ladder chooses each rung's guide and start itself")
+    if reference is None:
+        reference = cached_reference(model, data)
+    done: list[_Rung] = []
+    rows: list[dict[str, Any]] = []
+    candidate: int | None = None  # a trusted rung waiting for the check of the next
+    answer: int | None = None
+    stop = ""
+    for i, name in enumerate(rungs(first)):
+        below = done[-1].fit if done else None
+        began = time.perf_counter()
+        fit = svi.fit(model, data, guide=name, elbo=elbo, num_steps=num_steps, lr=lr,
+                      num_particles=num_particles, seed=seed, progress=progress,
+                      init=_start_from(below), **fit_options)
+        verdict, basis, reasons, free = _assess(fit, reference, seed)
+        rung = _Rung(fit, time.perf_counter() - began, verdict, basis, reasons, free)
+        done.append(rung)
+        gain, gain_se, beats = _gain(fit, below)
+        rows.append({
+            "guide": name, "seconds": rung.seconds, "grad_evals": fit.num_grad_evals,
+            "elbo": fit.elbo, "elbo_se": fit.elbo_se, "gain": gain, "gain_se": gain_se,
+            "khat": free.get("khat"), "verdict": verdict, "basis": basis,
+            "verdict_without_reference": free["verdict"],
+            "mean_error_bound": free.get("mean_error_bound_high"), "chosen": False,
+            "why": ""})
+        if candidate is not None:
+            held = rows[candidate]["guide"]
+            if beats:
+                rows[candidate]["why"] = (f"trust, but {name} gained "
+                                          f"{_nats(gain, gain_se)}: climb")
+                candidate = None
+            else:
+                rows[candidate]["why"] = (f"trust, and {name} gained only "
+                                          f"{_nats(gain, gain_se)}: stop")
+                rows[i]["why"] = f"the check of {held}: no gain beyond noise"
+                answer = candidate
+                stop = (f"{held} is trusted ({done[candidate].basis}) and the richer {name} "
+                        f"gains only {_nats(gain, gain_se)}")
+                break
+        if verdict == "trust":
+            candidate = i
+        else:
+            rows[i]["why"] = f"{verdict}: {reasons[0] if reasons else ''}: climb"
+    if answer is None and candidate is not None:  # the top rung, trusted
+        answer = candidate
+        rows[candidate]["why"] = "trust, and no richer rung: stop"
+        stop = f"{rows[candidate]['guide']}, the top rung, is trusted ({done[candidate].basis})"
+    if answer is None:
+        answer = max(range(len(done)), key=lambda j: done[j].fit.elbo)
+        rows[-1]["why"] = rows[-1]["why"].removesuffix(": climb") + ": no richer rung"
+        verdicts = ", ".join(f"{r.fit.guide_name} {r.verdict}" for r in done)
+        stop = (f"no rung is trustworthy ({verdicts}); returned {rows[answer]['guide']}, "
+                f"the best ELBO, which is not good: {RECOMMENDATION}")
+        warnings.warn(stop, NoTrustworthyGuideWarning, stacklevel=2)
+    rows[answer]["chosen"] = True
+    table = pd.DataFrame(rows)
+    return dataclasses.replace(done[answer].fit, ladder=table, ladder_stop=stop,
+                               rungs=tuple(r.fit for r in done))
+
+
+def fit(
+    model: Callable[..., Any],
+    data: dict[str, Any],
+    guide: str | Callable[..., Any] = "mean_field",
+    *args: Any,
+    reference: az.InferenceData | None = None,
+    **kwargs: Any,
+) -> SVIFit:
+    """Fit a variational guide: :func:`pyrovi.infer.fit`, plus ``guide="auto"``.
+
+    ``guide="auto"`` climbs the guide ladder (:func:`climb`, the recommended way to run
+    pyrovi): mean-field first, richer families only while the evidence says the fit cannot
+    be trusted, every rung reported in ``fit.ladder``. ``reference`` (reference draws) is
+    used by the ladder only. Every other argument is that of :func:`pyrovi.infer.fit`.
+    """
+    if guide == "auto":
+        return climb(model, data, *args, reference=reference, **kwargs)
+    if reference is not None:
+        raise ValueError("reference= is used by the guide ladder only (guide='auto')")
+    return svi.fit(model, data, guide, *args, **kwargs)
+
+
+fit.__doc__ = (fit.__doc__ or "") + "\n" + (svi.fit.__doc__ or "").split("\n", 1)[1]
