@@ -25,7 +25,11 @@ al. 2017, and HKCB section 5 for the bound on the divergence). Two divergences f
   alpha / (alpha - 1) (CUBO_alpha - ELBO)`` at ``alpha = 2``).
 
 Any lower bound on ``log p(x)`` may replace the ELBO (``log_evidence=``); the exact value
-removes the slack ``2 KL(q || p)``. The chi-square divergence is
+removes the slack ``2 KL(q || p)``, but the estimate gets noisier: with the ELBO from the
+same draws the first-order noise of ``mean(w^2)`` cancels against that of ``mean(log w)``
+(for a mean shift of 0.15 q sd in 5 dimensions the standard error of ``d2_upper`` is 0.001
+with the ELBO, 0.005 with the exact ``log p(x)``), so the default is the ELBO.
+The chi-square divergence is
 ``chi2(p || q) = E_q[(p / q - 1)^2] = exp(D_2(p || q)) - 1 <= expm1(d2_upper)``
 (``chi2_upper``). Everything else is a function of it, so it is the one number whose
 Monte Carlo error matters (below).
