@@ -24,6 +24,13 @@ that are badly scaled, strongly correlated, skewed or hierarchical:
 6. **Never worse than the start.** The final ELBO is compared with the start's (same
    draws); a fit that lost ground returns its start.
 
+For a mass-covering objective (``elbo="renyi"``, ``"iwae"``, ``"rws"``, ``"cubo"``: records
+in :mod:`pyrovi.infer.objectives`) the trial (2), the confirmation of a stop (4) and the
+comparison with the start (6) judge the objective's own value from the same log weights,
+not the ELBO, which such a fit does not maximise; and a stop is withdrawn while the loss
+still rises significantly (an estimate from q's own draws, biased low for a narrow q, can
+rise while q improves).
+
 A non-finite loss or gradient is a rejected step: the parameters go back one step and the
 step size halves. Only ``MAX_REJECTIONS`` rejections in a row end the fit, with a
 :class:`NonFiniteLossError` naming the site. Small models compute in float64 whatever the
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import inspect
 import math
@@ -46,15 +54,7 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import (
-    JitTrace_ELBO,
-    JitTraceGraph_ELBO,
-    JitTraceMeanField_ELBO,
-    RenyiELBO,
-    Trace_ELBO,
-    TraceGraph_ELBO,
-    TraceMeanField_ELBO,
-)
+from pyro.infer import Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
@@ -63,6 +63,14 @@ from pyrovi.guides import GaussianStart, GuideFamily, get_family, initial_start
 from pyrovi.infer import distributed
 from pyrovi.infer.batches import BATCH_SIZE_KEY, EpochBatches
 from pyrovi.infer.laplace import find_map
+from pyrovi.infer.objectives import (
+    OBJECTIVES,
+    Objective,
+    get_objective,
+    mixture_log_weights,
+    paired_gain,
+    proposal_ratios,
+)
 from pyrovi.infer.optim import ScaledAdam, finite_grads
 from pyrovi.infer.result import (
     ELBO_ESTIMATE_PARTICLES,
@@ -78,9 +86,11 @@ from pyrovi.infer.schedule import (
     MIN_GAIN,
     PROGRESS_PARTICLES,
     PROGRESS_WINDOWS,
+    TREND_WINDOWS,
     WINDOW,
     ConvergenceWarning,
     Schedule,
+    still_falling,
 )
 from pyrovi.infer.util import (
     SMALL_DATA,
@@ -93,15 +103,10 @@ from pyrovi.infer.util import (
     subsample_plates,
 )
 
-ELBO_FAMILIES: dict[str, Callable[..., Any]] = {
-    "trace": Trace_ELBO,
-    "mean_field": TraceMeanField_ELBO,
-    "graph": TraceGraph_ELBO,
-    "renyi": RenyiELBO,
-    "jit": JitTrace_ELBO,
-    "jit_mean_field": JitTraceMeanField_ELBO,
-    "jit_graph": JitTraceGraph_ELBO,
-}
+ELBO_FAMILIES: dict[str, Objective] = OBJECTIVES
+"""Every ``elbo=`` name and its record (:mod:`pyrovi.infer.objectives`): the ELBO families
+(``trace``, ``mean_field``, ``graph``, the JIT variants) and the mass-covering objectives
+(``renyi``, ``iwae``, ``rws``, ``cubo``)."""
 STEP_SIZES = (0.3, 0.1, 0.03)
 """Candidate step sizes of the trial, in units of q's sds for preconditioned guides."""
 RAW_STEP_SIZES = (0.03, 0.01, 0.003)
@@ -113,7 +118,7 @@ STAGE_TWO_MAX_WINDOWS = 15
 ``STAGE_TWO_MAX_WINDOWS`` windows) before the starts are compared."""
 MAX_REJECTIONS = 20
 CHECKPOINT_VERSION = 1
-DATA_PARALLEL_ELBOS = ("trace", "mean_field")
+DATA_PARALLEL_ELBOS = tuple(name for name, o in OBJECTIVES.items() if o.data_parallel)
 """The ELBOs with a differentiable loss, which data-parallel training needs."""
 VALIDATION_DRAWS = 1000
 """Draws (particles times held-out points) of each epoch's held-out ELBO."""
@@ -129,16 +134,8 @@ class NonFiniteLossError(FloatingPointError):
 
 def _make_elbo(name: str, num_particles: int, vectorize: bool, max_plate_nesting: int,
                alpha: float) -> Any:
-    if name not in ELBO_FAMILIES:
-        raise ValueError(f"unknown elbo {name!r}; choose one of {', '.join(ELBO_FAMILIES)}")
-    kwargs: dict[str, Any] = {"num_particles": num_particles,
-                              "vectorize_particles": vectorize,
-                              "max_plate_nesting": max_plate_nesting}
-    if name == "renyi":
-        kwargs["alpha"] = alpha
-    if name.startswith("jit"):
-        kwargs["ignore_jit_warnings"] = True
-    return ELBO_FAMILIES[name](**kwargs)
+    """The loss object of ``elbo=name`` (its record's ``make``)."""
+    return get_objective(name).make(num_particles, vectorize, max_plate_nesting, alpha)
 
 
 def _positional(fn: Callable[..., Any], keys: list[str], static: dict[str, Any]
@@ -275,7 +272,7 @@ class SVIRun:
         guide: str | Callable[..., Any] = "mean_field",
         elbo: str = "trace",
         lr: float | None = None,
-        num_particles: int = 1,
+        num_particles: int | None = None,
         seed: int = 0,
         *,
         init: str | GaussianStart = "auto",
@@ -286,13 +283,14 @@ class SVIRun:
         resume: str | Path | None = None,
         second_stage: bool = True,
     ) -> None:
-        if elbo not in ELBO_FAMILIES:
-            raise ValueError(f"unknown elbo {elbo!r}; choose one of {', '.join(ELBO_FAMILIES)}")
+        self.objective = get_objective(elbo)
         if not isinstance(init, GaussianStart) and init not in ("auto", "laplace", "prior"):
             raise ValueError("init must be 'auto', 'laplace', 'prior' or a GaussianStart, "
                              f"got {init!r}")
-        if num_particles < 1:
+        if num_particles is not None and num_particles < 1:
             raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        num_particles = self.objective.particles(num_particles)
+        self.base_particles = num_particles
         data = _with_batch_size(model, data, batch_size)
         self.model = model
         self.family: GuideFamily | None = get_family(guide) if isinstance(guide, str) else None
@@ -319,7 +317,7 @@ class SVIRun:
             torch.float64 if small and on_cpu else torch.float32)
         if owner is not None:  # a user's network computes in its own dtype, on the device
             owner.to(dtype=self.dtype, device=self.device)
-        self.local_params = not elbo.startswith("jit")
+        self.local_params = not self.objective.compiled
         self.signature = self._signature(data, guide, elbo, lr, num_particles, seed, init,
                                          batch_size)
         self.num_grad_evals = 0
@@ -331,10 +329,13 @@ class SVIRun:
         with self._context():
             self.data = as_tensor_data(data, self.dtype, self.device)
             self.batches = self._batches(batch_size)
-            if self.batches is not None and elbo.startswith("jit"):
+            if self.batches is not None and self.objective.compiled:
                 raise ValueError(f"elbo={elbo!r} compiles the first minibatch's indices into "
                                  "the loss and would train on that batch forever; use "
                                  "elbo='trace' or 'mean_field' with minibatches")
+            if self.batches is not None and not self.objective.minibatches:
+                raise ValueError(f"elbo={elbo!r} is not unbiased on minibatches; fit it on "
+                                 "the whole data, or use elbo='trace' or 'mean_field'")
             pyro.clear_param_store()
             pyro.set_rng_seed(seed)
             if resume is not None:
@@ -382,7 +383,7 @@ class SVIRun:
 
     def _loss_parts(self, guide: Any) -> tuple[Callable[..., Any], Callable[..., Any],
                                                 tuple[Any, ...], dict[str, Any]]:
-        if not self.elbo_name.startswith("jit"):
+        if not self.objective.compiled:
             return self.model, guide, (), self.data
         keys = [k for k, v in self.data.items() if isinstance(v, torch.Tensor)]
         static = {k: v for k, v in self.data.items() if k not in keys}
@@ -437,6 +438,12 @@ class SVIRun:
             return guide
         if start is None or self.family.start is None:
             return self.family.build(self.model)
+        spread = self.objective.start_spread
+        if spread != 1.0:  # mass-covering objectives start over-dispersed
+            start = dataclasses.replace(
+                start, scale_tril=None if start.scale_tril is None
+                else spread * start.scale_tril,
+                std=None if start.std is None else spread * start.std)
         return self.family.start(self.model, self.data, start)
 
     def _start(self, guide: str | Callable[..., Any], init: str | GaussianStart,
@@ -463,8 +470,10 @@ class SVIRun:
                 pyro.clear_param_store()
                 pyro.set_rng_seed(self.seed)
                 self.start_name = start.source if start is not None else "none"
-                self.schedule = Schedule(lr=step_size, num_particles=num_particles,
-                                         max_particles=max(8, num_particles))
+                self.schedule = Schedule(
+                    lr=step_size, num_particles=num_particles,
+                    max_particles=num_particles if self.objective.fixed_particles
+                    else max(8, num_particles))
                 built = self._build(start, guide)
                 if step_size != step_sizes[0] and self.family is None \
                         and owner_module(built) is not None:
@@ -472,20 +481,23 @@ class SVIRun:
                 self._setup_guide(built)
                 if step_size == step_sizes[0]:  # the start is the same for every step size
                     state0 = guide_state(self.guide)
-                    elbo0 = self._estimate(TRIAL_PARTICLES)[0] if several else -math.inf
+                    elbo0 = self._trial_score() if several else -math.inf
                 self.losses, self.history["lr"], self.history["num_particles"] = [], [], []
                 elbo = 0.0
                 if several:
                     try:
                         for _ in range(WINDOW):
                             self.step()
-                        elbo = self._estimate(TRIAL_PARTICLES)[0]
+                        elbo = self._trial_score()
                     except NonFiniteLossError as exc:
                         elbo, failure = -math.inf, exc
                     trials.append({"stage": 1, "start": self.start_name, "lr": step_size,
                                    "elbo": elbo, "start_elbo": elbo0})
-                if i not in finalists or elbo > finalists[i][0]:
-                    finalists[i] = (elbo, self._snapshot(), start, state0, elbo0)
+                snapshot = self._snapshot()
+                if i not in finalists or self._better(finalists[i][1]["guide_state"],
+                                                      finalists[i][0], snapshot["guide_state"],
+                                                      elbo):
+                    finalists[i] = (elbo, snapshot, start, state0, elbo0)
         if failure is not None and max(f[0] for f in finalists.values()) == -math.inf:
             raise failure  # no candidate made a single finite step
         evals = self.num_grad_evals
@@ -499,7 +511,7 @@ class SVIRun:
                     while self.schedule.plateaus < STAGE_TWO_PLATEAUS \
                             and self.num_steps < STAGE_TWO_MAX_WINDOWS * WINDOW:
                         self.step()
-                    elbo = self._estimate(TRIAL_PARTICLES)[0]
+                    elbo = self._trial_score()
                 except NonFiniteLossError:
                     elbo = -math.inf
                 evals = self.num_grad_evals
@@ -507,11 +519,83 @@ class SVIRun:
                                "lr": snapshot["schedule"]["lr"], "elbo": elbo,
                                "start_elbo": elbo0})
                 finalists[i] = (elbo, self._snapshot(), start, state0, elbo0)
-        _, snapshot, _, start_state, start_elbo = max(finalists.values(), key=lambda f: f[0])
+        chosen = None
+        for finalist in finalists.values():
+            if chosen is None or self._better(chosen[1]["guide_state"], chosen[0],
+                                              finalist[1]["guide_state"], finalist[0]):
+                chosen = finalist
+        assert chosen is not None
+        _, snapshot, _, start_state, start_elbo = chosen
         self._restore_snapshot(snapshot, guide)
         self.start_state, self.start_elbo = start_state, start_elbo
         self.history["trial"] = trials
         self.num_grad_evals = evals  # every trial's steps count
+
+    def _trial_score(self) -> float:
+        """The trial's measure of the current guide, larger better: its ELBO for the ELBO
+        families, else its objective's :meth:`~pyrovi.infer.objectives.Objective.score`
+        from the same ``TRIAL_PARTICLES`` draws (a fixed seed)."""
+        if self.objective.judged_by_elbo:
+            return self._estimate(TRIAL_PARTICLES)[0]
+        rng = get_rng_state()
+        try:
+            lw = guide_log_weights(self.model, self.guide, self.data,
+                                   num_samples=TRIAL_PARTICLES, seed=self.seed)
+        except ValueError:
+            return -math.inf
+        finally:
+            set_rng_state(rng)
+        score = self.objective.score(lw, self.base_particles, self.alpha)
+        return score if math.isfinite(score) else -math.inf
+
+    def _better(self, state_a: dict[str, torch.Tensor], score_a: float,
+                state_b: dict[str, torch.Tensor], score_b: float) -> bool:
+        """Is the guide in ``state_b`` better than the one in ``state_a``? By their scores
+        (:meth:`_trial_score`), except for objectives whose estimate from a guide's own
+        draws is blind to the mass it misses (the record's ``proposal``): those compare
+        the two guides on common draws from both (:meth:`_gain`)."""
+        if not self.objective.proposal or owner_module(self.guide) is None \
+                or not math.isfinite(score_a) or not math.isfinite(score_b):
+            return score_b > score_a
+        gain = self._gain(state_a, state_b, TRIAL_PARTICLES)
+        return gain[0] > 0 if gain is not None else score_b > score_a
+
+    def _gain(self, before: dict[str, torch.Tensor], now: dict[str, torch.Tensor],
+              num_samples: int) -> tuple[float, float] | None:
+        """The objective's gain (in score: larger is better) from the guide in ``before``
+        to the guide in ``now``, and its standard error; None if it cannot be computed (a
+        point-mass guide, non-finite weights). ELBO families: the mean paired difference
+        of log weights on the same draws. Objectives with a ``proposal``: both guides on
+        common draws, half from each (:func:`~pyrovi.infer.objectives.mixture_log_weights`).
+        Others: the score of each guide's own draws, with the same seed."""
+        rng = get_rng_state()
+        try:
+            model_a, guide_a = self._pair_from_state(before)
+            model_b, guide_b = self._pair_from_state(now)
+            if self.objective.proposal:
+                with self._context():
+                    log_p, log_qa, log_qb = mixture_log_weights(
+                        model_b, guide_a, guide_b, self.data, num_samples=num_samples,
+                        seed=self.seed, max_plate_nesting=self.nesting)
+                ratio_a, ratio_b = proposal_ratios(log_qa, log_qb)
+                lw_a, lw_b = log_p - log_qa, log_p - log_qb
+            else:
+                ratio_a = ratio_b = None
+                lw_a = guide_log_weights(model_a, guide_a, self.data,
+                                         num_samples=num_samples, seed=self.seed)
+                lw_b = guide_log_weights(model_b, guide_b, self.data,
+                                         num_samples=num_samples, seed=self.seed)
+        except (ValueError, RuntimeError):  # a point mass, or draws that cannot be batched
+            return None
+        finally:
+            set_rng_state(rng)
+        if not (np.isfinite(lw_a).all() and np.isfinite(lw_b).all()):
+            return None
+        if self.objective.judged_by_elbo:
+            diff = lw_b - lw_a
+            return float(np.mean(diff)), float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
+        return paired_gain(self.objective, lw_a, lw_b, self.base_particles, self.alpha,
+                           ratio_a, ratio_b)
 
     # -- snapshots: the run's whole state as tensors and plain values -------------------
 
@@ -662,6 +746,14 @@ class SVIRun:
         if state is not None:
             self.window_states = [*self.window_states, state][-(PROGRESS_WINDOWS + 1):]
         self.schedule.end_of_window(self.losses)
+        if self.schedule.converged and not self.objective.judged_by_elbo \
+                and still_falling(-np.asarray(self.losses[-TREND_WINDOWS * WINDOW:])):
+            # a loss estimated from q's own draws can rise while q improves (CUBO's is
+            # biased low, the more so the narrower q): a significant rise is movement, and
+            # movement is no convergence
+            self.history.setdefault("progress_checks", []).append(
+                {"step": self.num_steps, "rising_loss": True})
+            self.schedule.reopen()
         if self.schedule.converged and len(self.window_states) > 1:
             self._confirm_convergence(self.window_states[0], self.window_states[-1])
 
@@ -676,18 +768,25 @@ class SVIRun:
     def _confirm_convergence(self, before: dict[str, torch.Tensor],
                              now: dict[str, torch.Tensor]) -> None:
         """Withdraw a stop while the ELBO still rises (schedule step 4): the last window's
-        averaged parameters against those ``PROGRESS_WINDOWS`` windows before, same draws."""
-        rng = get_rng_state()
-        try:
-            diff = self._log_weights_at(now) - self._log_weights_at(before)
-        except ValueError:  # a guide without a density (a point mass): nothing to confirm
-            return
-        finally:
-            set_rng_state(rng)
-        if not np.isfinite(diff).all():
-            return
-        gain = float(np.mean(diff))
-        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
+        averaged parameters against those ``PROGRESS_WINDOWS`` windows before, same draws.
+        For an objective other than the ELBO, its own gain (:meth:`_gain`)."""
+        if self.objective.judged_by_elbo:
+            rng = get_rng_state()
+            try:
+                diff = self._log_weights_at(now) - self._log_weights_at(before)
+            except ValueError:  # a guide without a density (a point mass): nothing to confirm
+                return
+            finally:
+                set_rng_state(rng)
+            if not np.isfinite(diff).all():
+                return
+            gain = float(np.mean(diff))
+            se = float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
+        else:
+            found = self._gain(before, now, PROGRESS_PARTICLES)
+            if found is None:
+                return
+            gain, se = found
         self.history.setdefault("progress_checks", []).append(
             {"step": self.num_steps, "gain": gain, "se": se})
         if gain > MIN_GAIN and gain > 2.0 * se:
@@ -813,13 +912,22 @@ class SVIRun:
             start_used = False
             if self.start_elbo is not None and self.start_state and self.batches is None:
                 start_model, start_guide = self._pair_from_state(self.start_state)
-                start_elbo, start_se = estimate_elbo(start_model, start_guide, self.data,
-                                                     seed=self.seed)
-                if start_elbo > elbo:
+                if self.objective.judged_by_elbo:
+                    start_elbo, start_se = estimate_elbo(start_model, start_guide, self.data,
+                                                         seed=self.seed)
+                    start_better = start_elbo > elbo
+                else:  # judged by the objective's own value, the ELBO reported either way
+                    gain = self._gain(self.start_state, state, ELBO_ESTIMATE_PARTICLES)
+                    start_better = gain is not None and gain[0] < 0
+                    if start_better:
+                        start_elbo, start_se = estimate_elbo(start_model, start_guide,
+                                                             self.data, seed=self.seed)
+                if start_better:
                     model, guide, state = start_model, start_guide, self.start_state
                     elbo, se, start_used = start_elbo, start_se, True
+            objective = self._objective_estimate(model, guide, elbo, se)
         history = {**self.history, "plateau_steps": list(self.schedule.plateau_steps),
-                   "returned_start": start_used}
+                   "returned_start": start_used, "objective": objective}
         return SVIFit(
             model=model, guide=guide, data=self.data, losses=np.asarray(self.losses),
             elbo=elbo, elbo_se=se, guide_name=self.guide_name, elbo_name=self.elbo_name,
@@ -827,6 +935,25 @@ class SVIRun:
             params=state, module_local_params=self.local_params,
             num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=self.start_name,
             history=history)
+
+    def _objective_estimate(self, model: Callable[..., Any], guide: Callable[..., Any],
+                            elbo: float, elbo_se: float) -> dict[str, Any]:
+        """The objective's own value for ``history["objective"]``: name, value, standard
+        error, bound and divergence (the ELBO itself for the ELBO families)."""
+        record = {"name": self.objective.name, "bound": self.objective.bound,
+                  "divergence": self.objective.divergence,
+                  "num_particles": self.base_particles}
+        if self.objective.judged_by_elbo:
+            return {**record, "value": elbo, "se": elbo_se}
+        try:
+            lw = guide_log_weights(model, guide, self.data,
+                                   num_samples=ELBO_ESTIMATE_PARTICLES, seed=self.seed)
+            value, se = self.objective.estimate(lw, self.base_particles, self.alpha)
+        except ValueError:
+            value, se = math.nan, math.nan
+        if self.objective.uses_alpha:
+            record["alpha"] = self.alpha
+        return {**record, "value": value, "se": se}
 
     def _pair_from_state(self, state: dict[str, torch.Tensor]) -> tuple[Any, Any]:
         """``(model, guide)`` holding ``state``, the run's own left as they are: a new guide
@@ -853,7 +980,7 @@ def fit(
     elbo: str = "trace",
     num_steps: int | None = None,
     lr: float | None = None,
-    num_particles: int = 1,
+    num_particles: int | None = None,
     seed: int = 0,
     progress: bool = False,
     *,
@@ -883,9 +1010,18 @@ def fit(
         as ``mean_field_gmm``) or a guide callable. ``laplace`` is the Laplace
         approximation at the mode itself: no SVI steps are taken.
     elbo : str
+        The objective (:data:`ELBO_FAMILIES`, records of :mod:`pyrovi.infer.objectives`).
+        The ELBO, whose maximum minimises the reverse ``KL(q || p)`` (mode seeking):
         ``trace`` (Trace_ELBO), ``mean_field`` (analytic KL where available), ``graph``,
-        ``renyi`` (with ``alpha``), or the JIT variants ``jit``, ``jit_mean_field``,
-        ``jit_graph``.
+        or the JIT variants ``jit``, ``jit_mean_field``, ``jit_graph``. Mass covering:
+        ``renyi`` (the K-draw Rényi bound of order ``alpha``; ``alpha < 1`` leans
+        toward covering, ``alpha = 0`` is IWAE), ``iwae`` (the importance-weighted bound
+        IWAE_K, K = ``num_particles``), ``rws`` (reweighted wake-sleep's wake-phi update:
+        the forward ``KL(p || q)``), ``cubo`` (the chi^2 upper bound CUBO_2). For these
+        the fit's step-size trial, the confirmation of a stop and the "never worse than
+        the start" check judge the objective's own value, reported with its standard
+        error in ``fit.history["objective"]``; ``fit.elbo`` is the ELBO of q either way.
+        They fit on the whole data (no minibatches).
     num_steps : int or None
         Fixed number of SVI steps after the start trial (whose second, longer stage is
         then skipped); ``None`` runs until the stopping rule of
@@ -895,9 +1031,12 @@ def fit(
     lr : float or None
         Initial step size; by default chosen by a short trial among the family's
         candidates (:data:`STEP_SIZES`, in units of q's sds for preconditioned guides).
-    num_particles : int
-        Particles per ELBO estimate at the start (more are added late in the fit);
-        vectorised when the model is batch safe.
+    num_particles : int or None
+        Particles per ELBO estimate at the start (more are added late in the fit, except
+        for ``renyi`` and ``iwae``, where K is part of the objective); vectorised when the
+        model is batch safe. None: 1 for the ELBO families, 16 for ``renyi``, ``iwae``,
+        ``rws`` and ``cubo`` (which need K > 1: an explicit ``num_particles=1`` with
+        ``iwae``, ``rws`` or ``cubo`` is a ValueError).
     seed : int
         Seed for Pyro, torch and numpy; the same seed gives identical losses.
     progress : bool
@@ -997,7 +1136,9 @@ def fit(
             ema = loss if ema is None else 0.98 * ema + 0.02 * loss
             bar.update(1)
             if progress and run.num_steps % 10 == 0:
-                shown = {"elbo": f"{-ema:.4g}", "lr": f"{run.schedule.lr:.2g}"}
+                shown = {"elbo": f"{-ema:.4g}"} if run.objective.judged_by_elbo \
+                    else {"loss": f"{ema:.4g}"}
+                shown["lr"] = f"{run.schedule.lr:.2g}"
                 if run.batches is not None:
                     shown["epoch"] = str(run.batches.epoch + 1)
                 if validation:
