@@ -16,16 +16,20 @@ from typing import Any
 import arviz as az
 import numpy as np
 import pandas as pd
+import pyro
+import torch
+from pyro.infer.autoguide import AutoContinuous
 
 from pyrovi import diagnostics as dg
 from pyrovi.comparison import MODEL_UNITS, Comparison, Summary
 from pyrovi.guides import get_family
+from pyrovi.infer.batches import whole_data
 from pyrovi.infer.result import SVIFit
-from pyrovi.infer.util import as_tensor_data
+from pyrovi.infer.util import as_tensor_data, latent_dim
 from pyrovi.models import REGISTRY, ModelSpec
 from pyrovi.models.spec import DataUnits, convert_draws, relabel_components
 
-__all__ = ["IWAE_K", "KHAT_SAMPLES", "Comparison", "Summary", "compare"]
+__all__ = ["IWAE_K", "KHAT_SAMPLES", "Comparison", "Summary", "compare", "reference_free"]
 
 KHAT_SAMPLES = 4000
 """Importance samples of the guide behind k-hat and the IWAE evidence estimate."""
@@ -50,6 +54,16 @@ def _worst_sd_ratio(table: pd.DataFrame) -> float:
     ratios = table["sd_ratio"].to_numpy(dtype=float)
     ratios = ratios[np.isfinite(ratios) & (ratios > 0)]  # constants have no ratio
     return float(ratios[np.argmax(np.abs(np.log(ratios)))]) if len(ratios) else float("nan")
+
+
+def _bound_fields(bounds: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`Summary` fields of the validated bounds (defaults when not computed)."""
+    if not bounds:
+        return {}
+    keys = ("cubo", "cubo_se", "kl_upper", "kl_upper_high", "mean_error_bound",
+            "mean_error_bound_high", "sd_error_bound", "sd_error_bound_high", "w2_bound")
+    return {**{key: float(bounds[key]) for key in keys},
+            "bounds_reliable": bool(bounds["reliable"]), "bounds_reason": str(bounds["reason"])}
 
 
 def _family(guide_name: str | None) -> tuple[bool | None, str | None]:
@@ -89,6 +103,76 @@ def _parameter_units(draws: Mapping[str, Any], units: DataUnits | None,
             if name in draws:
                 out[name] = units.unit(str(site), index)
     return out
+
+
+def _whitened_draws(fit: SVIFit, num: int, seed: int) -> np.ndarray | None:
+    """Draws of a non-Gaussian guide (a flow) in its whitened unconstrained coordinates;
+    None for a Gaussian guide (its moment constants are exact) or one whose unconstrained
+    draws cannot be had (then q is taken as Gaussian)."""
+    guide = fit.guide
+    if hasattr(guide, "as_start") or not isinstance(guide, AutoContinuous):
+        return None
+    with fit.in_force(), torch.no_grad():
+        pyro.set_rng_seed(seed)
+        posterior = guide.get_posterior(**whole_data(fit.data))
+        if isinstance(posterior, (torch.distributions.MultivariateNormal,
+                                  torch.distributions.Normal)):
+            return None
+        z = posterior.sample((num,)).double().reshape(num, -1).numpy()
+    centred = z - z.mean(axis=0)
+    tril = np.linalg.cholesky(np.atleast_2d(np.cov(centred, rowvar=False)))
+    return np.linalg.solve(tril, centred.T).T
+
+
+def _bounds(fit: SVIFit, log_w: np.ndarray, seed: int) -> dict[str, Any]:
+    """:func:`pyrovi.diagnostics.validated_bounds` of a fit's log weights."""
+    data = whole_data(fit.data)
+    with fit.in_force():
+        dim = latent_dim(fit.model, fit.guide, data)
+    draws = _whitened_draws(fit, len(log_w), seed)
+    if draws is not None and draws.shape[1] != dim:
+        draws = None
+    return dg.validated_bounds(log_w, max(dim, 1), whitened_draws=draws, seed=seed)
+
+
+def reference_free(fit: SVIFit, *, num_draws: int = KHAT_SAMPLES, seed: int = 0
+                   ) -> dict[str, Any]:
+    """The verdict on a fit without a reference: PSIS k-hat and the validated bounds.
+
+    Parameters
+    ----------
+    fit : SVIFit
+        A fitted guide with a density (a point mass has no importance weights).
+    num_draws : int, default :data:`KHAT_SAMPLES`
+        Guide draws behind k-hat, the ELBO and the CUBO.
+    seed : int, default 0
+        Seed of the draws and of the k-hat bootstrap.
+
+    Returns
+    -------
+    dict
+        ``verdict`` (``"trust"`` or ``"caution"``: the rule of
+        :mod:`pyrovi.diagnostics.verdict` with ``bounds``), ``reasons`` (list of str),
+        ``verdict_basis`` (:data:`pyrovi.diagnostics.BASIS_BOUNDS`), ``khat``,
+        ``khat_low``, ``khat_high`` (its bootstrap interval), and every key of
+        :func:`pyrovi.diagnostics.validated_bounds` (``elbo``, ``cubo``, ``cubo_se``,
+        ``kl_upper``, ``w2_bound``, ``mean_error_bound``, ``sd_error_bound``, their
+        ``*_high`` values, ``reliable``, ``reason``, ...). For a point-mass guide the
+        verdict is ``"caution"``, k-hat None and the bounds absent.
+    """
+    try:
+        log_w = fit.log_weights(num_draws, seed=seed)
+    except ValueError as err:  # a point mass: no density, no weights
+        return {"verdict": "caution", "reasons": [f"no reference-free check: {err}"],
+                "verdict_basis": dg.BASIS_KHAT, "khat": None, "khat_low": None,
+                "khat_high": None, "reliable": False, "reason": str(err)}
+    khat = dg.psis_khat(log_w)
+    interval = dg.psis_khat_interval(log_w, seed=seed)
+    bounds = _bounds(fit, log_w, seed)
+    label, reasons = dg.verdict(None, khat=khat, khat_interval=interval, bounds=bounds)
+    return {"verdict": label, "reasons": reasons,
+            "verdict_basis": dg.verdict_basis(None, None, bounds=bounds), "khat": khat,
+            "khat_low": interval[0], "khat_high": interval[1], **bounds}
 
 
 def compare(
@@ -206,6 +290,9 @@ def compare(
             interval = dg.psis_khat_interval(log_w, seed=seed)
         except ValueError:  # a point-mass guide has no density: no weights, no k-hat
             log_w = None
+    bounds: dict[str, Any] = {}
+    if fit is not None and log_w is not None:
+        bounds = _bounds(fit, log_w, seed)
 
     method, log_ev, log_ev_se = "none", float("nan"), float("nan")
     exact = spec.log_evidence if spec is not None else None
@@ -248,6 +335,7 @@ def compare(
         verdict_basis=dg.verdict_basis(table, health),
         reasons=tuple(reasons),
         parameter_units=units.description if units is not None else MODEL_UNITS,
+        **_bound_fields(bounds),
     )
     return Comparison(table=table, summary=summary, vi=vi_idata, ref=ref, vi_draws=vi_draws,
                       ref_draws=ref_draws, health=health, missed=missed,

@@ -18,6 +18,7 @@ probability. The table's means and sds are in each parameter's own unit, given b
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -108,6 +109,26 @@ class Summary(Mapping[str, Any]):
     parameter_units : str
         The unit system of the table's means and sds: ``"model units"`` or a description
         of the data's units (e.g. ``"data units of old_faithful: eruptions (min), ..."``).
+    cubo, cubo_se : float
+        The chi upper bound ``CUBO_2 = 1/2 log E_q[w^2] >= log p(x)`` of the guide and its
+        delta-method standard error, from the k-hat draws; with the ELBO it sandwiches
+        the evidence, ``ELBO <= log p(x) <= CUBO``. NaN for draws. Unit: nats.
+    kl_upper, kl_upper_high : float
+        ``CUBO - ELBO >= KL(q || p(z | x))``, from the same draws, and its value plus two
+        standard errors; ``inf`` when the CUBO is not estimable. Unit: nats.
+    mean_error_bound, mean_error_bound_high : float
+        Validated bound (Huggins et al. 2020, :func:`pyrovi.diagnostics.validated_bounds`)
+        on every ``|mean_p - mean_q| / sd_q`` in the unconstrained space, no reference
+        needed, and its upper confidence value. Unit: q sd.
+    sd_error_bound, sd_error_bound_high : float
+        The same for every ``|sd_p - sd_q| / sd_q``. Unit: q sd.
+    w2_bound : float
+        The paper's bound on the 2-Wasserstein distance between q and the posterior in
+        q's whitened unconstrained coordinates. Unit: q sd (whitened).
+    bounds_reliable : bool or None
+        Whether the CUBO, hence the bounds, could be estimated (None: not computed).
+    bounds_reason : str
+        Why not, when not.
     """
 
     max_abs_mean_error_z: float = field(metadata=_unit("reference sd"))
@@ -134,6 +155,18 @@ class Summary(Mapping[str, Any]):
     verdict_basis: str = field(metadata=_unit(""))
     reasons: tuple[str, ...] = field(metadata=_unit(""))
     parameter_units: str = field(default=MODEL_UNITS, metadata=_unit(""))
+    cubo: float = field(default=math.nan, metadata=_unit("nats"))
+    cubo_se: float = field(default=math.nan, metadata=_unit("nats"))
+    kl_upper: float = field(default=math.nan, metadata=_unit("nats"))
+    kl_upper_high: float = field(default=math.nan, metadata=_unit("nats"))
+    mean_error_bound: float = field(default=math.nan, metadata=_unit("q sd (unconstrained)"))
+    mean_error_bound_high: float = field(default=math.nan,
+                                         metadata=_unit("q sd (unconstrained)"))
+    sd_error_bound: float = field(default=math.nan, metadata=_unit("q sd (unconstrained)"))
+    sd_error_bound_high: float = field(default=math.nan, metadata=_unit("q sd (unconstrained)"))
+    w2_bound: float = field(default=math.nan, metadata=_unit("q sd (whitened)"))
+    bounds_reliable: bool | None = field(default=None, metadata=_unit(""))
+    bounds_reason: str = field(default="", metadata=_unit(""))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reference_problems", tuple(self.reference_problems))

@@ -151,3 +151,38 @@ def test_bad_tables():
         verdict(pd.DataFrame({"mean_error_z": [0.0]}))
     with pytest.raises(ValueError):
         verdict(_table({}))
+
+
+def _bounds(mean_high, sd_high, reliable=True):
+    return {"reliable": reliable, "reason": "" if reliable else "the CUBO is not estimable",
+            "mean_error_bound": mean_high - 0.01, "mean_error_bound_high": mean_high,
+            "sd_error_bound": sd_high - 0.01, "sd_error_bound_high": sd_high,
+            "kl_upper": 0.004}
+
+
+def test_reference_free_thresholds_with_bounds():
+    """Trust needs k-hat <= 0.7, an estimable CUBO, mean bound <= 0.16 and sd bound <= 0.2
+    (upper values, q sd): these guarantee the reference-based trust thresholds."""
+    from pyrovi.diagnostics import (
+        BASIS_BOUNDS,
+        BASIS_KHAT,
+        BOUND_TRUST_MEAN,
+        BOUND_TRUST_SD,
+        verdict_basis,
+    )
+
+    assert BOUND_TRUST_SD == pytest.approx(0.2) and BOUND_TRUST_MEAN == pytest.approx(0.16)
+    # the guarantee: sd ratios and mean errors in reference sd stay within trust
+    assert 1 / (1 + BOUND_TRUST_SD) >= 0.8 and 1 / (1 - BOUND_TRUST_SD) <= 1.25 + 1e-12
+    assert BOUND_TRUST_MEAN / (1 - BOUND_TRUST_SD) <= 0.2 + 1e-12
+    level, reasons = verdict(None, khat=0.3, bounds=_bounds(0.16, 0.2))
+    assert level == "trust" and "0.16" in reasons[0] and "0.2" in reasons[0]
+    assert verdict(None, khat=0.3, bounds=_bounds(0.17, 0.1))[0] == "caution"
+    assert verdict(None, khat=0.3, bounds=_bounds(0.1, 0.21))[0] == "caution"
+    assert verdict(None, khat=0.75, bounds=_bounds(0.1, 0.1))[0] == "caution"
+    level, reasons = verdict(None, khat=0.3, bounds=_bounds(0.1, 0.1, reliable=False))
+    assert level == "caution" and "not estimable" in reasons[0]
+    # without bounds nothing changes
+    assert verdict(None, khat=0.3) == verdict(None, khat=0.3, bounds=None)
+    assert verdict_basis(None, None) == BASIS_KHAT
+    assert verdict_basis(None, None, bounds=_bounds(0.1, 0.1)) == BASIS_BOUNDS

@@ -136,12 +136,12 @@ BASIS_KHAT = "k-hat"
 BASIS_BOUNDS = "k-hat and bounds"
 """No reference: k-hat and the validated bounds (ELBO and CUBO) decided."""
 
-BOUND_TRUST_SD = 1.0 - 1.0 / TRUST_SD_RATIO[1]
+BOUND_TRUST_SD = round(1.0 - 1.0 / TRUST_SD_RATIO[1], 10)  # 0.2, not 0.19999999999999996
 """Without a reference, trust needs the upper value of ``sd_error_bound`` (q sd) at or
 below this (0.2): then every sd ratio is in ``[1 / 1.2, 1.25]``, inside
 :data:`TRUST_SD_RATIO`."""
 
-BOUND_TRUST_MEAN = TRUST_MEAN_ERROR_Z * (1.0 - BOUND_TRUST_SD)
+BOUND_TRUST_MEAN = round(TRUST_MEAN_ERROR_Z * (1.0 - BOUND_TRUST_SD), 10)  # 0.16
 """Without a reference, trust needs the upper value of ``mean_error_bound`` (q sd) at or
 below this (0.16): then every mean error is within :data:`TRUST_MEAN_ERROR_Z` reference
 sd."""

@@ -192,8 +192,9 @@ def summary_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
     Returns
     -------
     list of SummaryRow
-        Mean error, sd ratio, joint W1, ELBO, log evidence, KL gap, k-hat, the number of
-        parameters and the units of the table's means and sds, in this order.
+        Mean error, sd ratio, joint W1, ELBO, log evidence, KL gap, the CUBO and the
+        validated error bounds (when computed), k-hat, the number of parameters and the
+        units of the table's means and sds, in this order.
     """
     get = summary.get
     method = str(get("log_evidence_method") or "none")
@@ -241,6 +242,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
             _evidence_note(method),
         ),
         SummaryRow("KL gap", gap, "nats", gap_note),
+        *_bound_rows(summary),
         _khat_row(summary),
         SummaryRow(
             "Parameters compared",
@@ -256,6 +258,49 @@ def summary_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
             "these units; the ELBO, log p(x) and KL gap are of the data as the model sees it",
         ),
     ]
+
+
+def _bound_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
+    """The CUBO with the evidence sandwich, and the validated error bounds (no reference)."""
+    get = summary.get
+    if not _finite(get("cubo")):
+        return []
+    elbo, log_ev, cubo = get("elbo"), get("log_evidence"), get("cubo")
+    sandwich = f"ELBO {fmt(elbo)} ≤ log p(x) {fmt(log_ev)} ≤ CUBO {fmt(cubo)}"
+    if _finite(elbo) and _finite(log_ev) and not float(elbo) <= float(log_ev) <= float(cubo):
+        sandwich += " (out of order beyond rounding: an estimate is off, the CUBO is biased low)"
+    rows = [
+        SummaryRow(
+            "CUBO (chi upper bound)",
+            _plus_minus(cubo, get("cubo_se")),
+            SUMMARY_UNITS["cubo"],
+            f"1/2 log E_q[w²] ≥ log p(x) (Dieng et al. 2017): {sandwich}; estimated from "
+            "the k-hat draws, biased low",
+        )
+    ]
+    if get("bounds_reliable") is False:
+        rows.append(
+            SummaryRow(
+                "Validated error bounds",
+                "not estimable",
+                SUMMARY_UNITS["mean_error_bound"],
+                str(get("bounds_reason") or "the CUBO is not estimable"),
+            )
+        )
+        return rows
+    rows.append(
+        SummaryRow(
+            "Validated error bounds",
+            f"mean ≤ {fmt(get('mean_error_bound'))} ({fmt(get('mean_error_bound_high'))}), "
+            f"sd ≤ {fmt(get('sd_error_bound'))} ({fmt(get('sd_error_bound_high'))})",
+            SUMMARY_UNITS["mean_error_bound"],
+            "no reference needed (Huggins et al. 2020): every |mean error| and |sd error| in "
+            "the unconstrained space is at most this many q sds, from CUBO − ELBO = "
+            f"{fmt(get('kl_upper'))} nats ≥ KL(q ‖ p); in brackets the upper values at 2 "
+            f"standard errors; W2 ≤ {fmt(get('w2_bound'))} (whitened)",
+        )
+    )
+    return rows
 
 
 def health_rows(health: Mapping[str, Any]) -> list[tuple[str, str]]:
