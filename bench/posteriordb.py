@@ -211,6 +211,7 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
     ``baseline``: the baseline's columns from an earlier run with the same seed and steps
     (plain Pyro does not change with pyrovi), reused instead of fitting it again."""
     import pyrovi
+    from pyrovi.compare import reference_free
 
     row: dict[str, Any] = {"posterior": port.name, "guide": guide_name}
     errors = []
@@ -233,6 +234,13 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
         row["maxz_pyrovi"], row["sdratio_pyrovi"], good = _table_stats(cmp)
         row["verdict"] = str(cmp.summary["verdict"])
         row["verdict_right"] = (row["verdict"] == "trust") == good
+        try:  # the verdict a user without a reference gets: k-hat and validated bounds
+            with load_ports().fit_context(fit):
+                free = reference_free(fit, seed=seed)
+            row["verdict_free"] = str(free["verdict"])
+            row["mean_bound_free"] = free.get("mean_error_bound_high", math.nan)
+        except Exception as exc:  # noqa: BLE001 - the reference-free check is extra
+            errors.append("reference_free: " + _one_line(exc))
         if kinds:
             row["warnings"] = ",".join(kinds)
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the run
@@ -257,7 +265,8 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
 COLUMNS = ["posterior", "guide", "elbo_pyrovi", "elbo_baseline", "elbo_diff", "diff_se",
            "elbo_pass", "grad_pyrovi", "grad_baseline", "sec_pyrovi", "sec_baseline",
            "maxz_pyrovi", "maxz_baseline", "sdratio_pyrovi", "sdratio_baseline", "verdict",
-           "verdict_right", "se_pyrovi", "se_baseline", "warnings", "error"]
+           "verdict_right", "verdict_free", "mean_bound_free", "se_pyrovi", "se_baseline",
+           "warnings", "error"]
 
 
 def criteria_line(table: pd.DataFrame) -> str:
@@ -274,13 +283,28 @@ def criteria_line(table: pd.DataFrame) -> str:
             f"{TRUST_MAX_Z} and every sd ratio in [{TRUST_SD_RATIO[0]}, {TRUST_SD_RATIO[1]}])")
 
 
+def agreement_line(table: pd.DataFrame) -> str:
+    """How often the reference-free verdict (k-hat and validated bounds) agrees with the
+    reference-based one, as a confusion count ``reference -> reference-free: rows``."""
+    pairs = table[["verdict", "verdict_free"]].dropna()
+    if pairs.empty:
+        return "reference-free verdict: no row has both verdicts"
+    counts = pairs.value_counts().sort_index()
+    cells = ", ".join(f"{ref} -> {free}: {n}" for (ref, free), n in counts.items())
+    same = int((pairs["verdict"] == pairs["verdict_free"]).sum())
+    unsafe = int(((pairs["verdict_free"] == "trust") & (pairs["verdict"] != "trust")).sum())
+    return (f"reference-free verdict agrees with the reference in {same}/{len(pairs)} rows "
+            f"(trusted without a reference but not with one: {unsafe}); {cells}")
+
+
 def format_table(table: pd.DataFrame) -> str:
     shown = table.copy()
     for col in ("elbo_pyrovi", "elbo_baseline", "elbo_diff", "diff_se"):
         shown[col] = shown[col].map(lambda v: f"{v:.3f}" if pd.notna(v) else "")
     for col in ("sec_pyrovi", "sec_baseline"):
         shown[col] = shown[col].map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
-    for col in ("maxz_pyrovi", "maxz_baseline", "sdratio_pyrovi", "sdratio_baseline"):
+    for col in ("maxz_pyrovi", "maxz_baseline", "sdratio_pyrovi", "sdratio_baseline",
+                "mean_bound_free"):
         shown[col] = shown[col].map(lambda v: f"{v:.3f}" if pd.notna(v) else "")
     shown["error"] = shown["error"].map(lambda v: v[:120] if isinstance(v, str) else v)
     shown = shown.drop(columns=["se_pyrovi", "se_baseline"]).astype(object).fillna("")
@@ -491,6 +515,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     print(format_table(table))
     print(criteria_line(table))
+    print(agreement_line(table))
     print(f"written: {args.out}")
     return table
 
