@@ -267,8 +267,14 @@ def _bound_rows(summary: Mapping[str, Any]) -> list[SummaryRow]:
         return []
     elbo, log_ev, cubo = get("elbo"), get("log_evidence"), get("cubo")
     sandwich = f"ELBO {fmt(elbo)} ≤ log p(x) {fmt(log_ev)} ≤ CUBO {fmt(cubo)}"
-    if _finite(elbo) and _finite(log_ev) and not float(elbo) <= float(log_ev) <= float(cubo):
-        sandwich += " (out of order beyond rounding: an estimate is off, the CUBO is biased low)"
+    if _finite(elbo) and _finite(log_ev):
+        slack = [
+            2 * float(get(k)) if _finite(get(k)) else 0.0
+            for k in ("elbo_se", "log_evidence_se", "cubo_se")
+        ]
+        low, mid, high = float(elbo) - slack[0], float(log_ev), float(cubo) + slack[2]
+        if not (low <= mid + slack[1] and mid - slack[1] <= high):
+            sandwich += " (out of order beyond 2 standard errors: an estimate is off)"
     rows = [
         SummaryRow(
             "CUBO (chi upper bound)",
