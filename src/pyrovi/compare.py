@@ -5,6 +5,10 @@ their draws in the data's own units where the model works on standardised data
 (:meth:`ModelSpec.to_data_units`), and combines the pure functions of
 :mod:`pyrovi.diagnostics` into a :class:`~pyrovi.comparison.Comparison` (re-exported
 here), which :mod:`pyrovi.report` renders.
+
+Without a reference, :func:`reference_free` judges a fit by PSIS k-hat and the validated
+bounds of :func:`pyrovi.diagnostics.validated_bounds` (ELBO and CUBO of the same guide
+draws); :func:`compare` puts those bounds in the :class:`Summary` as well.
 """
 
 from __future__ import annotations

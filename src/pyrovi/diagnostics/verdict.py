@@ -80,6 +80,9 @@ norm of the mean error), so they are met only by close fits: roughly ``CUBO - EL
 0.013 nats. Bounds never give "reject": they are upper bounds, and a large one shows that
 an error cannot be ruled out, not that it is there. When the CUBO is not estimable
 (k-hat of the squared weights above 0.5) the verdict is "caution" and the reason says why.
+The bounds are stated in the unconstrained space, where the guide lives (``log sigma``
+for a scale): for parameters with real support that is the table's space, for
+constrained ones the guarantee is about their unconstrained transform.
 """
 
 from __future__ import annotations
