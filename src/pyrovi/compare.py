@@ -296,7 +296,10 @@ def compare(
             log_w = None
     bounds: dict[str, Any] = {}
     if fit is not None and log_w is not None:
-        bounds = _bounds(fit, log_w, seed)
+        try:
+            bounds = _bounds(fit, log_w, seed)
+        except (ValueError, RuntimeError, NotImplementedError):  # e.g. a support with no
+            bounds = {}  # bijection to the reals: the summary keeps its defaults (NaN)
 
     method, log_ev, log_ev_se = "none", float("nan"), float("nan")
     exact = spec.log_evidence if spec is not None else None
