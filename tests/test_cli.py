@@ -115,6 +115,7 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "log p(x)" in result.stdout and "(exact)" in result.stdout
     assert f"report written to {tmp_path / 'demo' / 'report.html'}" in result.stdout
+    assert "guide ladder" in result.stdout and "stopped: mean_field is trusted" in result.stdout
     summary = json.loads((tmp_path / "demo" / "comparison.json").read_text())
     assert summary["verdict"] in ("trust", "caution")
 

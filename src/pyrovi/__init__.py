@@ -1,8 +1,8 @@
 """pyrovi: variational inference you can check, on top of Pyro.
 
 The public API (see ``shared/DESIGN.md``): the model registry (:func:`list_models`,
-:func:`get_model`), the SVI fit (:func:`fit`, the step-level :class:`SVIRun`, :class:`SVIFit`,
-:func:`load_fit`), the NUTS
+:func:`get_model`), the SVI fit (:func:`fit`, with the guide ladder ``guide="auto"``; the
+step-level :class:`SVIRun`, :class:`SVIFit`, :func:`load_fit`), the NUTS
 reference (:func:`nuts`, :func:`load_reference`) and the comparison (:func:`compare`,
 :class:`Comparison`).
 """
@@ -10,8 +10,9 @@ reference (:func:`nuts`, :func:`load_reference`) and the comparison (:func:`comp
 from pyrovi import quiet  # noqa: F401  first: silences ArviZ's refactor notice before arviz loads
 from pyrovi.compare import Comparison, compare
 from pyrovi.guides import GUIDE_FAMILIES, make_guide
-from pyrovi.infer import ConvergenceWarning, NonFiniteLossError, SVIFit, SVIRun, fit, load_fit
+from pyrovi.infer import ConvergenceWarning, NonFiniteLossError, SVIFit, SVIRun, load_fit
 from pyrovi.infer.nuts import ReferenceQualityWarning, nuts
+from pyrovi.ladder import NoTrustworthyGuideWarning, fit
 from pyrovi.models import ModelSpec, get_model, list_models
 from pyrovi.references import ReferenceFormatError, load_reference
 
@@ -22,6 +23,7 @@ __all__ = [
     "Comparison",
     "ConvergenceWarning",
     "ModelSpec",
+    "NoTrustworthyGuideWarning",
     "NonFiniteLossError",
     "ReferenceFormatError",
     "ReferenceQualityWarning",

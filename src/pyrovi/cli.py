@@ -41,7 +41,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="compare a VI fit with a NUTS (or given) reference")
     cmp.add_argument("model", help="registered model name, or path/to/file.py:function")
-    cmp.add_argument("--guide", default="mean_field", help="guide family (default mean_field)")
+    cmp.add_argument("--guide", default="mean_field",
+                     help="guide family, or auto: the guide ladder (default mean_field)")
     cmp.add_argument("--data", help="bundled data set name, or a JSON file of model arguments")
     cmp.add_argument("--reference", help="reference draws (.nc, posteriordb .json/.json.zip, "
                                          "CmdStan .csv) instead of running NUTS")
@@ -193,11 +194,13 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
     # a registered model also offers its hand-written guides (e.g. beta_bernoulli's "beta")
     families = next((spec.guides for spec in REGISTRY.values() if spec.model is model),
                     GUIDE_FAMILIES)
-    if guide not in families:
-        raise CLIError(f"unknown guide {guide!r}; choose one of {', '.join(families)}")
+    ladder = guide == "auto"
+    if guide not in families and not ladder:
+        raise CLIError(f"unknown guide {guide!r}; choose auto (the guide ladder) or one of "
+                       f"{', '.join(families)}")
     labels = {**labels, "guide": guide}
     # by name where a family record exists, so the fit knows the family (correlations, ...)
-    chosen = guide if guide in FAMILIES else families[guide](model)
+    chosen = guide if guide in FAMILIES or ladder else families[guide](model)
     out = Path(args.out)
     _check_writable(out)
     progress = sys.stderr.isatty()
@@ -216,17 +219,18 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
             raise CLIError(f"the reference {reference} has no parameters in common with the "
                            f"model (reference: {', '.join(list(ref.posterior.data_vars)[:5])};"
                            f" model: {', '.join(sites)})")
+    if not reference and ladder:  # the ladder judges every rung against the reference
+        ref = _run_nuts(model, data, args, progress)
     try:
         fit = pyrovi.fit(model, data, guide=chosen, num_steps=args.num_steps, seed=args.seed,
-                         progress=progress)
+                         progress=progress, **({"reference": ref} if ladder else {}))
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    if not reference:
-        print(f"running NUTS ({args.num_chains} chains x {args.num_samples} draws) ...",
-              file=sys.stderr)
-        ref = pyrovi.nuts(model, data, num_samples=args.num_samples,
-                          num_warmup=args.num_warmup, num_chains=args.num_chains,
-                          seed=args.seed, progress=progress)
+    if ladder:
+        labels["guide"] = f"auto: {fit.guide_name}"
+        _print_ladder(fit)
+    if not reference and not ladder:
+        ref = _run_nuts(model, data, args, progress)
     try:
         comparison = pyrovi.compare(fit, ref, seed=args.seed, labels=labels)
     except ValueError as exc:
@@ -237,6 +241,27 @@ def _run_compare(model: Callable[..., Any], data: dict[str, Any], guide: str,
         raise CLIError(f"cannot write the report to {out}: {exc}") from exc
     _print_comparison(comparison, written)
     return comparison
+
+
+def _run_nuts(model: Callable[..., Any], data: dict[str, Any], args: argparse.Namespace,
+              progress: bool) -> Any:
+    import pyrovi
+
+    print(f"running NUTS ({args.num_chains} chains x {args.num_samples} draws) ...",
+          file=sys.stderr)
+    return pyrovi.nuts(model, data, num_samples=args.num_samples, num_warmup=args.num_warmup,
+                       num_chains=args.num_chains, seed=args.seed, progress=progress)
+
+
+def _print_ladder(fit: Any) -> None:
+    table = fit.ladder[["guide", "seconds", "grad_evals", "elbo", "gain", "khat", "verdict",
+                        "chosen"]]
+    print("guide ladder")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for guide, why in zip(fit.ladder["guide"], fit.ladder["why"], strict=True):
+        print(f"  {guide}: {why}")
+    print(f"stopped: {fit.ladder_stop}")
+    print()
 
 
 def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
@@ -380,8 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pyrovi.models import normal_normal
 
             print("demo: normal_normal on the eight-schools data (exact posterior and "
-                  "evidence), mean_field guide vs NUTS", file=sys.stderr)
-            _run_compare(normal_normal.model, normal_normal.load_data(), "mean_field", args,
+                  "evidence), the guide ladder vs NUTS", file=sys.stderr)
+            _run_compare(normal_normal.model, normal_normal.load_data(), "auto", args,
                          {"model": "normal_normal", "data": "eight_schools"})
         else:
             model, data, model_label, data_label = _resolve(args)

@@ -7,9 +7,10 @@ says the fit cannot be trusted, each rung started from the fitted q of the rung 
 (its ``as_start()``), so a richer rung begins where the simpler one ended and its ELBO
 can only rise from there.
 
-**Evidence on each rung.** With a reference (given, or the default :func:`pyrovi.nuts` run
-found in its cache; the ladder never runs NUTS itself) the rung's verdict is that of
-:func:`pyrovi.compare`: measured marginal errors. Without one, it is the reference-free
+**Evidence on each rung.** With a healthy reference (given, or the default
+:func:`pyrovi.nuts` run found in its cache; the ladder never runs NUTS itself) the rung's
+verdict is that of :func:`pyrovi.compare`: measured marginal errors. Without one (or with a
+reference whose R-hat, ESS or divergences are not good enough), it is the reference-free
 verdict of :func:`pyrovi.compare.reference_free`: PSIS k-hat and the bounds of validated
 VI (Huggins et al. 2020) computed from the ELBO and the CUBO of the same guide. Both are
 in the table either way: ``verdict`` (what decided) and ``verdict_without_reference``.
@@ -119,6 +120,9 @@ def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> tuple
     if reference is None:
         return free["verdict"], free["basis"], tuple(free["reasons"]), free
     comparison = compare(fit, reference, seed=seed)
+    if comparison.summary["reference_problems"]:  # not evidence enough: the bounds decide
+        return (free["verdict"], f"{free['basis']} (the reference is unhealthy)",
+                tuple(free["reasons"]), free)
     return (comparison.summary["verdict"], comparison.summary["verdict_basis"],
             tuple(comparison.reasons), free)
 
@@ -226,7 +230,9 @@ def climb(
     if answer is None:
         answer = max(range(len(done)), key=lambda j: done[j].fit.elbo)
         rows[-1]["why"] = rows[-1]["why"].removesuffix(": climb") + ": no richer rung"
-        verdicts = ", ".join(f"{r.fit.guide_name} {r.verdict}" for r in done)
+        verdicts = ", ".join(f"{row['guide']} {row['verdict']} (k-hat {row['khat']:.2f})"
+                             if row["khat"] is not None else f"{row['guide']} {row['verdict']}"
+                             for row in rows)
         stop = (f"no rung is trustworthy ({verdicts}); returned {rows[answer]['guide']}, "
                 f"the best ELBO, which is not good: {RECOMMENDATION}")
         warnings.warn(stop, NoTrustworthyGuideWarning, stacklevel=2)

@@ -47,6 +47,17 @@ SUMMARY_KEYS = (
     "verdict_basis",
     "reasons",
     "parameter_units",
+    "cubo",
+    "cubo_se",
+    "kl_upper",
+    "kl_upper_high",
+    "mean_error_bound",
+    "mean_error_bound_high",
+    "sd_error_bound",
+    "sd_error_bound_high",
+    "w2_bound",
+    "bounds_reliable",
+    "bounds_reason",
 )
 """Every field of :class:`pyrovi.comparison.Summary`, in order."""
 
@@ -130,6 +141,17 @@ def make_comparison(
         "verdict_basis": "reference" if healthy else "reference and k-hat",
         "reasons": reasons,
         "parameter_units": "data units of simulated: mu (min)",
+        "cubo": -99.8 if with_fit else float("nan"),
+        "cubo_se": 0.05,
+        "kl_upper": 1.7,
+        "kl_upper_high": 1.8,
+        "mean_error_bound": 0.9,
+        "mean_error_bound_high": 1.0,
+        "sd_error_bound": 0.5,
+        "sd_error_bound_high": 0.6,
+        "w2_bound": 1.4,
+        "bounds_reliable": True,
+        "bounds_reason": "",
     }
     assert tuple(summary) == SUMMARY_KEYS
     labels = {

@@ -1,0 +1,103 @@
+"""The guide ladder, ``pyrovi.fit(guide="auto")``, against exact posteriors and NUTS."""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+
+import pyrovi
+from pyrovi.ladder import NoTrustworthyGuideWarning, rungs
+from pyrovi.models import eight_schools, linear_regression, normal_normal
+
+COLUMNS = ["guide", "seconds", "grad_evals", "elbo", "elbo_se", "gain", "gain_se", "khat",
+           "verdict", "basis", "verdict_without_reference", "mean_error_bound", "chosen", "why"]
+
+
+def _trusted(verdict: str) -> bool:
+    return verdict == "trust"
+
+
+def test_rungs_follow_the_family_records() -> None:
+    assert rungs() == ["mean_field", "low_rank", "full_rank", "flow"]
+    assert rungs("full_rank") == ["full_rank", "flow"]
+
+
+def test_normal_normal_stops_at_mean_field(tmp_path) -> None:
+    """The posterior is an independent Gaussian: mean-field is exact, low-rank (the check)
+    gains nothing beyond noise, and the exact posterior agrees with the verdict."""
+    data = normal_normal.load_data()
+    exact = normal_normal.exact_posterior(data)["mu"]
+    torch.manual_seed(0)
+    reference = az.from_dict(posterior={"mu": exact.sample((2, 1000)).numpy()})
+    fit = pyrovi.fit(normal_normal.model, data, guide="auto", reference=reference)
+    table = fit.ladder
+    assert list(table.columns) == COLUMNS
+    assert list(table["guide"]) == ["mean_field", "low_rank"]
+    assert fit.guide_name == "mean_field" and table["chosen"].tolist() == [True, False]
+    assert table["verdict"].tolist() == ["trust", "trust"]
+    assert abs(table["gain"][1]) < 2 * table["gain_se"][1] + 0.01
+    assert "mean_field is trusted" in fit.ladder_stop
+    # the ELBO is log p(x) - KL, and KL = 0 for the exact family
+    assert fit.elbo == pytest.approx(normal_normal.log_evidence(data), abs=5 * fit.elbo_se)
+    # without a reference the bounds and k-hat decide, and agree
+    assert table["verdict_without_reference"].tolist()[0] == "trust"
+    fit.save(tmp_path / "fit.pt")
+    loaded = pyrovi.load_fit(tmp_path / "fit.pt", normal_normal.model)
+    assert loaded.ladder["guide"].tolist() == ["mean_field", "low_rank"]
+    assert loaded.ladder_stop == fit.ladder_stop
+
+
+@pytest.mark.slow
+def test_regression_climbs_to_a_correlated_rung_and_every_verdict_is_right(stored_nuts
+                                                                           ) -> None:
+    """The badly scaled regression (correlation -0.99): mean-field cannot be trusted, the
+    ladder stops at low-rank or full-rank with "trust"; without a reference, each rung's
+    reference-free verdict says trust exactly when the NUTS reference does."""
+    data = linear_regression.load_data()
+    settings = {"num_samples": 1000, "num_warmup": 500}
+    stored_nuts.install("linear_regression", linear_regression.model, data, **settings)
+    reference = pyrovi.nuts(linear_regression.model, data, **settings)
+    fit = pyrovi.fit(linear_regression.model, data, guide="auto")  # no reference given
+    table = fit.ladder
+    assert table["basis"].iloc[0] != "reference"
+    assert fit.guide_name in ("low_rank", "full_rank")
+    assert table.loc[table["chosen"], "verdict"].item() == "trust"
+    assert not _trusted(table["verdict"].iloc[0])  # mean-field
+    assert table["gain"].iloc[1] > 1.0  # low-rank gains ~1.7 nats: -log(1 - 0.99^2) / 2
+    for rung, free in zip(fit.rungs, table["verdict_without_reference"], strict=True):
+        with_reference = pyrovi.compare(rung, reference).summary["verdict"]
+        assert _trusted(free) == _trusted(with_reference), (rung.guide_name, free,
+                                                            with_reference)
+    chosen = pyrovi.compare(fit, reference)
+    assert chosen.summary["verdict"] == "trust"
+
+
+@pytest.mark.slow
+def test_funnel_no_rung_is_trustworthy(stored_nuts) -> None:
+    """Centered eight schools: every rung fails against the (non-centered) NUTS reference,
+    the ladder says so, recommends the reparameterisation or NUTS, and labels nothing
+    good, with or without the reference."""
+    data = eight_schools.load_data()
+    stored_nuts.install("eight_schools_noncentered", eight_schools.noncentered, data)
+    reference = eight_schools.centered_draws(pyrovi.nuts(eight_schools.noncentered, data))
+    with pytest.warns(NoTrustworthyGuideWarning, match="no rung is trustworthy"):
+        fit = pyrovi.fit(eight_schools.centered, data, guide="auto")
+    table = fit.ladder
+    assert list(table["guide"]) == rungs()
+    assert not any(_trusted(v) for v in table["verdict"])
+    assert "reparameteris" in fit.ladder_stop and "NUTS" in fit.ladder_stop
+    assert np.all(np.asarray(table["khat"], dtype=float) > 0.7)
+    for rung in fit.rungs:  # the reference agrees: not one rung is good
+        assert pyrovi.compare(rung, reference).summary["verdict"] != "trust"
+
+
+def test_fit_auto_rejects_what_the_ladder_chooses() -> None:
+    data = normal_normal.load_data()
+    with pytest.raises(ValueError, match="chooses each rung"):
+        pyrovi.fit(normal_normal.model, data, guide="auto", init="prior")
+    with pytest.raises(ValueError, match="guide ladder only"):
+        pyrovi.fit(normal_normal.model, data, guide="mean_field", reference=object())
+    with pytest.raises(ValueError, match="pyrovi.fit"):
+        pyrovi.infer.fit(normal_normal.model, data, guide="auto")
