@@ -121,3 +121,15 @@ def test_vae_digits_quick(tmp_path: Path) -> None:
     for gap in ("approximation_gap", "amortization_gap"):
         assert s[gap] > -4 * s["gap_se"][gap] - 1e-6, (gap, s[gap], s["gap_se"][gap])
     assert s["steps"] > 0 and isinstance(s["converged"], bool)
+
+
+def test_forward_vs_reverse_kl_quick(tmp_path: Path) -> None:
+    run_quick("forward_vs_reverse_kl.py", tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "densities.png").is_file()
+    fits = {f["elbo_name"]: f for f in json.loads((out / "summary.json").read_text())["fits"]}
+    assert set(fits) == {"trace", "renyi", "iwae", "rws", "cubo"}
+    assert abs(abs(fits["trace"]["loc"]) - 3.0) < 0.3  # reverse KL: one mode
+    assert fits["rws"]["scale"] > 2.5  # forward KL: both modes (sd sqrt(10) = 3.16)
+    assert fits["rws"]["kl_forward"] < fits["trace"]["kl_forward"]
+    assert fits["trace"]["kl_reverse"] < fits["rws"]["kl_reverse"]

@@ -7,6 +7,7 @@ minibatches, ``svi`` the loop (:func:`fit` and the step-level :class:`SVIRun`) a
 """
 
 from pyrovi.infer.nuts import ReferenceQualityWarning, nuts
+from pyrovi.infer.objectives import OBJECTIVES, Objective, get_objective
 from pyrovi.infer.result import SVIFit, estimate_elbo, load_fit
 from pyrovi.infer.schedule import ConvergenceWarning
 from pyrovi.infer.svi import ELBO_FAMILIES, NonFiniteLossError, SVIRun, fit
@@ -15,11 +16,14 @@ __all__ = [
     "ELBO_FAMILIES",
     "ConvergenceWarning",
     "NonFiniteLossError",
+    "OBJECTIVES",
+    "Objective",
     "ReferenceQualityWarning",
     "SVIFit",
     "SVIRun",
     "estimate_elbo",
     "fit",
+    "get_objective",
     "load_fit",
     "nuts",
 ]

@@ -458,8 +458,9 @@ class SVIRun:
             self.start_elbo = None
             return
         preconditioned = self.family is not None and self.family.preconditioned
-        step_sizes = (lr,) if lr is not None else (
-            STEP_SIZES if preconditioned else RAW_STEP_SIZES)
+        step_sizes = (lr,) if lr is not None else tuple(
+            size for size in (STEP_SIZES if preconditioned else RAW_STEP_SIZES)
+            if size <= self.objective.max_step_size) or (self.objective.max_step_size,)
         trials: list[dict[str, Any]] = []
         finalists: dict[int, tuple[float, dict[str, Any], Any, dict[str, Any], float]] = {}
         failure = None
