@@ -277,6 +277,13 @@ def _print_comparison(comparison: Any, written: dict[str, Path]) -> None:
           f"({s['log_evidence_method']})")
     print(f"KL(q || p)      {s['kl_gap']:.4f} nats  "
           f"[{s['kl_gap_low']:.4f}, {s['kl_gap_high']:.4f}]")
+    if s["bounds_reliable"]:
+        print(f"CUBO            {s['cubo']:.4f} ± {s['cubo_se']:.4f} nats "
+              "(ELBO <= log p(x) <= CUBO)")
+        print(f"error bounds    |mean error| <= {s['mean_error_bound_high']:.3g}, "
+              f"|sd error| <= {s['sd_error_bound_high']:.3g} q sd (validated VI)")
+    elif s["bounds_reliable"] is not None:
+        print(f"error bounds    none: {s['bounds_reason']}")
     if s["khat"] is not None:
         interval = ""
         if s["khat_low"] is not None and s["khat_high"] is not None:

@@ -348,4 +348,6 @@ def compare(
                       ref_draws=ref_draws, health=health, missed=missed,
                       losses=None if fit is None else fit.losses, log_weights=log_w,
                       labels=labels, units=_parameter_units(vi_draws, units, vi_idata),
-                      local_sites=site_table)
+                      local_sites=site_table,
+                      ladder=fit.ladder if fit is not None else None,
+                      ladder_stop=fit.ladder_stop if fit is not None else "")

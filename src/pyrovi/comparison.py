@@ -245,6 +245,11 @@ class Comparison:
         of its elements (:func:`pyrovi.diagnostics.local_site_table`); None when the
         model has no local site. Reports then list only the other parameters one by one
         (:meth:`listed_table`); :attr:`table` keeps every row.
+    ladder : pandas.DataFrame or None
+        The guide ladder of a fit made with ``guide="auto"`` (``SVIFit.ladder``: one row
+        per rung); None otherwise.
+    ladder_stop : str
+        Why the ladder stopped where it did (empty without a ladder).
     """
 
     table: pd.DataFrame
@@ -260,6 +265,8 @@ class Comparison:
     labels: dict[str, Any] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     local_sites: pd.DataFrame | None = None
+    ladder: pd.DataFrame | None = None
+    ladder_stop: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.summary, Summary):

@@ -23,9 +23,19 @@ whatever its own verdict said.
 
 **The stopping rule.** The ladder stops at the first rung whose verdict is "trust" and
 which the rung above it does not beat by more than noise (so a trusted rung below the top
-costs one more fit, the check). The top rung is the answer if it is trusted. If no rung
-is, the ladder says so (a :class:`NoTrustworthyGuideWarning`, ``fit.ladder_stop``), returns
-the rung with the best ELBO labelled with its own verdict, and recommends a
+costs one more fit, the check). The top rung is the answer if it is trusted.
+
+Without a reference, "trust" needs the validated bounds to *guarantee* errors within the
+reference-based trust thresholds, which only very close fits achieve (``CUBO - ELBO``
+below about 0.013 nats): the bounds are worst cases over every direction. A rung whose
+k-hat is good and whose bounds exist but are above those thresholds is "caution"; if the
+rung above it gains nothing beyond noise, no guide of the ladder does better, and the
+ladder stops there, returns it as "caution" and says that a reference is needed to trust
+it (a correct, well-fitted guide on a posterior that is nearly Gaussian ends here).
+
+If no rung is trusted or best in that sense, the ladder says so (a
+:class:`NoTrustworthyGuideWarning`, ``fit.ladder_stop``), returns the rung with the best
+ELBO labelled with its own verdict, and recommends a
 reparameterisation (non-centered hierarchies: ``pyro.infer.reparam.LocScaleReparam``) or
 NUTS: a funnel or a multimodal posterior defeats every rung, and a fit labelled good would
 be the worst answer.
@@ -61,6 +71,7 @@ from typing import Any
 import arviz as az
 import pandas as pd
 
+from pyrovi import diagnostics as dg
 from pyrovi.compare import compare, reference_free
 from pyrovi.guides import get_family
 from pyrovi.infer import svi
@@ -118,13 +129,36 @@ def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> tuple
         str, str, tuple[str, ...], dict[str, Any]]:
     free = reference_free(fit, seed=seed)
     if reference is None:
-        return free["verdict"], free["basis"], tuple(free["reasons"]), free
+        return free["verdict"], free["verdict_basis"], tuple(free["reasons"]), free
     comparison = compare(fit, reference, seed=seed)
     if comparison.summary["reference_problems"]:  # not evidence enough: the bounds decide
         return (free["verdict"], f"{free['basis']} (the reference is unhealthy)",
                 tuple(free["reasons"]), free)
     return (comparison.summary["verdict"], comparison.summary["verdict_basis"],
             tuple(comparison.reasons), free)
+
+
+def _best_without_reference(rung: _Rung) -> bool:
+    """A "caution" from the reference-free verdict only because the validated bounds are
+    loose: k-hat is good and the bounds exist. If no richer rung gains beyond noise, no
+    guide of the ladder does better, and only a reference can tell more."""
+    free = rung.free
+    khat = free.get("khat")
+    return (rung.verdict == "caution" and rung.basis.startswith(dg.BASIS_BOUNDS)
+            and khat is not None and khat <= dg.TRUST_KHAT and bool(free.get("reliable")))
+
+
+def _stop_text(rung: _Rung, kind: str, check: str) -> str:
+    name = rung.fit.guide_name
+    if kind == "trust":
+        return f"{name} is trusted ({rung.basis}) and {check}"
+    free = rung.free
+    return (f"{name} is the best guide of the ladder without a reference: PSIS k-hat "
+            f"{free['khat']:.2f} <= {dg.TRUST_KHAT} and {check}, but the validated bounds "
+            f"allow every mean within {free['mean_error_bound_high']:.2g} and every sd within "
+            f"{free['sd_error_bound_high']:.2g} of q's sds (trust needs "
+            f"{dg.BOUND_TRUST_MEAN} and {dg.BOUND_TRUST_SD}): caution; compare it with a NUTS "
+            "reference (pyrovi.nuts, or pass reference=) before trusting it")
 
 
 def _gain(fit: SVIFit, below: SVIFit | None) -> tuple[float, float, bool]:
@@ -185,7 +219,7 @@ def climb(
         reference = cached_reference(model, data)
     done: list[_Rung] = []
     rows: list[dict[str, Any]] = []
-    candidate: int | None = None  # a trusted rung waiting for the check of the next
+    waiting: tuple[int, str] | None = None  # (rung, "trust" | "best") awaiting its check
     answer: int | None = None
     stop = ""
     for i, name in enumerate(rungs(first)):
@@ -205,28 +239,35 @@ def climb(
             "verdict_without_reference": free["verdict"],
             "mean_error_bound": free.get("mean_error_bound_high"), "chosen": False,
             "why": ""})
-        if candidate is not None:
-            held = rows[candidate]["guide"]
+        if waiting is not None:
+            j, kind = waiting
+            held = rows[j]["guide"]
             if beats:
-                rows[candidate]["why"] = (f"trust, but {name} gained "
-                                          f"{_nats(gain, gain_se)}: climb")
-                candidate = None
-            else:
-                rows[candidate]["why"] = (f"trust, and {name} gained only "
-                                          f"{_nats(gain, gain_se)}: stop")
+                rows[j]["why"] = (f"{rows[j]['verdict']}, but {name} gained "
+                                  f"{_nats(gain, gain_se)}: climb")
+                waiting = None
+            elif kind == "trust" or verdict != "trust":
+                rows[j]["why"] = (f"{rows[j]['verdict']}, and {name} gained only "
+                                  f"{_nats(gain, gain_se)}: stop")
                 rows[i]["why"] = f"the check of {held}: no gain beyond noise"
-                answer = candidate
-                stop = (f"{held} is trusted ({done[candidate].basis}) and the richer {name} "
-                        f"gains only {_nats(gain, gain_se)}")
+                answer = j
+                stop = _stop_text(done[j], kind, f"the richer {name} gains only "
+                                                 f"{_nats(gain, gain_se)}")
                 break
+            else:  # no gain, but this rung is trusted where the one below was not
+                rows[j]["why"] = f"caution, and {name} gained only {_nats(gain, gain_se)} " \
+                                 "but is trusted: climb"
+                waiting = None
         if verdict == "trust":
-            candidate = i
+            waiting = (i, "trust")
+        elif _best_without_reference(rung):
+            waiting = (i, "best")
         else:
             rows[i]["why"] = f"{verdict}: {reasons[0] if reasons else ''}: climb"
-    if answer is None and candidate is not None:  # the top rung, trusted
-        answer = candidate
-        rows[candidate]["why"] = "trust, and no richer rung: stop"
-        stop = f"{rows[candidate]['guide']}, the top rung, is trusted ({done[candidate].basis})"
+    if answer is None and waiting is not None:  # the top rung
+        answer, kind = waiting
+        rows[answer]["why"] = f"{rows[answer]['verdict']}, and no richer rung: stop"
+        stop = _stop_text(done[answer], kind, "it is the top rung")
     if answer is None:
         answer = max(range(len(done)), key=lambda j: done[j].fit.elbo)
         rows[-1]["why"] = rows[-1]["why"].removesuffix(": climb") + ": no richer rung"

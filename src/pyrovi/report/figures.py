@@ -253,6 +253,23 @@ def _local_intervals(
     )
 
 
+def _ladder(cmp: Comparison) -> ReportFigure | None:
+    if cmp.ladder is None or cmp.ladder.empty:
+        return None
+    chosen = cmp.ladder.loc[cmp.ladder["chosen"], "guide"]
+    name = str(chosen.iloc[0]) if len(chosen) else "none"
+    return ReportFigure(
+        "ladder",
+        "Guide ladder",
+        plots.ladder_png(cmp.ladder),
+        f"The ELBO of each of {len(cmp.ladder)} rungs against the gradient evaluations "
+        f"spent, coloured by verdict; the chosen rung, {name}, is ringed.",
+        "Each rung's ELBO (nats, ± 2 standard errors) against the gradient evaluations spent "
+        "up to it: green trust, amber caution, red reject; ringed, the rung the ladder "
+        f"returned. Why it stopped: {cmp.ladder_stop}",
+    )
+
+
 def _float(x: Any) -> float | None:
     try:
         return None if x is None else float(x)
@@ -271,13 +288,15 @@ def report_figures(cmp: Comparison) -> list[ReportFigure]:
     Returns
     -------
     list of ReportFigure
-        ELBO trace (when there is a loss trace), marginal densities, strongest pair
+        The guide ladder (a ``guide="auto"`` fit), ELBO trace (when there is a loss
+        trace), marginal densities, strongest pair
         (two parameters or more), standardized mean errors (when any is finite), the
         per-person intervals of the first local site (when there is one) and PSIS k-hat
         (when computed).
     """
     vi, ref = cmp.vi_draws, cmp.ref_draws
     figures = [
+        _ladder(cmp),
         _elbo(cmp),
         _densities(cmp, vi, ref),
         _pair(cmp, vi, ref),

@@ -25,11 +25,13 @@ from pyrovi.diagnostics import (
 )
 from pyrovi.report.figures import ReportFigure
 from pyrovi.report.text import (
+    LADDER_HEADER,
     LOCAL_SITE_HEADER,
     VERDICTS,
     context_rows,
     fmt,
     health_rows,
+    ladder_rows,
     local_site_note,
     local_site_rows,
     pyrovi_version,
@@ -150,6 +152,24 @@ def _local_sites(cmp: Comparison) -> list[str]:
     ]
 
 
+def _ladder(cmp: Comparison) -> list[str]:
+    if cmp.ladder is None or cmp.ladder.empty:
+        return []
+    head = "".join(f"<th>{escape(h)}</th>" for h in LADDER_HEADER[1:])
+    body = "".join(
+        f'<tr><td class="name">{escape(row[0])}</td>'
+        + "".join(f"<td>{escape(cell)}</td>" for cell in row[1:-1])
+        + f'<td class="note">{escape(row[-1])}</td></tr>'
+        for row in ladder_rows(cmp.ladder)
+    )
+    return [
+        "<h2>Guide ladder</h2>",
+        f'<p class="context-line" id="ladder-stop">Stopped: {escape(cmp.ladder_stop)}</p>',
+        f'<table id="ladder"><thead><tr><th class="name">guide</th>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>",
+    ]
+
+
 def _pairs_table(rows: Sequence[tuple[str, str]], css_id: str) -> str:
     body = "".join(
         f'<tr><td class="label">{escape(k)}</td><td class="label">{escape(v)}</td></tr>'
@@ -218,6 +238,7 @@ def render_html(cmp: Comparison, figures: Sequence[ReportFigure]) -> str:
         '<ul class="reasons" id="reasons">'
         + "".join(f"<li>{escape(str(r))}</li>" for r in cmp.reasons)
         + "</ul>",
+        *_ladder(cmp),
         "<h2>Summary</h2>",
         '<table id="summary"><thead><tr><th class="name">figure</th><th>value</th>'
         '<th class="name">unit</th><th class="name">how to read it</th></tr></thead><tbody>',

@@ -79,7 +79,8 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
         ``units`` (summary field or table column -> unit), ``table`` (one object per
         parameter with ``parameter``, its ``unit`` and the table's columns),
         ``reference_health``, ``missed_correlations``, ``local_sites`` (one object per
-        per-person site), ``labels`` and ``pyrovi_version``.
+        per-person site), ``ladder`` (one object per rung of a ``guide="auto"`` fit) and
+        ``ladder_stop``, ``labels`` and ``pyrovi_version``.
     """
     table = _with_units(cmp)
     units = {**SUMMARY_UNITS, **TABLE_UNITS}
@@ -95,6 +96,8 @@ def comparison_dict(cmp: Comparison) -> dict[str, Any]:
             "local_sites": []
             if cmp.local_sites is None
             else cmp.local_sites.to_dict(orient="records"),
+            "ladder": [] if cmp.ladder is None else cmp.ladder.to_dict(orient="records"),
+            "ladder_stop": cmp.ladder_stop,
             "labels": dict(cmp.labels),
             "pyrovi_version": pyrovi_version(),
         }

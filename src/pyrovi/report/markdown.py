@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 from pyrovi import diagnostics as dg
 from pyrovi.comparison import TABLE_UNITS
 from pyrovi.report.text import (
+    LADDER_HEADER,
     LOCAL_SITE_HEADER,
     VERDICTS,
     context_rows,
     fmt,
     health_rows,
+    ladder_rows,
     local_site_note,
     local_site_rows,
     pyrovi_version,
@@ -80,6 +82,20 @@ def local_site_lines(cmp: Comparison) -> list[str]:
     ]
 
 
+def ladder_lines(cmp: Comparison) -> list[str]:
+    """The "Guide ladder" section: every rung of a ``guide="auto"`` fit (none without)."""
+    if cmp.ladder is None or cmp.ladder.empty:
+        return []
+    return [
+        "## Guide ladder",
+        "",
+        f"Stopped: {cmp.ladder_stop}",
+        "",
+        markdown_table(LADDER_HEADER, ladder_rows(cmp.ladder), "lrrrrrll"),
+        "",
+    ]
+
+
 def render_markdown(cmp: Comparison) -> str:
     """The Markdown report of a comparison.
 
@@ -107,6 +123,7 @@ def render_markdown(cmp: Comparison) -> str:
         ]
     lines += [f"## Verdict: **{word.upper()}**", "", VERDICTS[word], ""]
     lines += [f"- {reason}" for reason in cmp.reasons] + [""]
+    lines += ladder_lines(cmp)
     lines += ["## Summary", ""]
     lines.append(
         markdown_table(

@@ -31,6 +31,7 @@ __all__ = [
     "density_png",
     "elbo_trace_png",
     "khat_png",
+    "ladder_png",
     "latent_intervals_png",
     "mean_error_png",
     "pair_png",
@@ -479,4 +480,51 @@ def latent_intervals_png(
         ax.set_ylabel(ylabel)
         ax.set_xticks([])
         fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
+        return _png(fig)
+
+
+VERDICT_COLORS = {"trust": GOOD, "caution": OK, "reject": BAD}
+"""The colour of each verdict in the pictures."""
+
+
+def ladder_png(ladder: pd.DataFrame) -> bytes:
+    """The guide ladder: each rung's ELBO (± 2 se) against the gradient evaluations spent
+    up to and including it, coloured by its verdict, the chosen rung ringed.
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        ``SVIFit.ladder``: columns ``guide``, ``grad_evals``, ``elbo``, ``elbo_se``,
+        ``verdict``, ``chosen``.
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+    """
+    cost = np.cumsum(ladder["grad_evals"].to_numpy(dtype=float))
+    elbo = ladder["elbo"].to_numpy(dtype=float)
+    se = ladder["elbo_se"].to_numpy(dtype=float)
+    with matplotlib.rc_context(_STYLE):
+        fig = _figure(6.0, 3.0)
+        ax = fig.subplots()
+        ax.plot(cost, elbo, color="grey", lw=1, zorder=1)
+        for x, y, e, guide, verdict, chosen in zip(
+            cost, elbo, se, ladder["guide"], ladder["verdict"], ladder["chosen"], strict=True
+        ):
+            color = VERDICT_COLORS.get(str(verdict), "grey")
+            ax.errorbar(x, y, yerr=2 * e, fmt="o", color=color, ms=7, zorder=2)
+            if chosen:
+                ax.plot(x, y, "o", ms=15, mfc="none", mec="black", mew=1.5, zorder=3)
+            ax.annotate(
+                f"{guide}\n{verdict}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 9),
+                ha="center",
+                fontsize=8,
+            )
+        ax.set_xlabel("gradient evaluations, cumulative")
+        ax.set_ylabel("ELBO (nats)")
+        ax.margins(x=0.12, y=0.35)
         return _png(fig)

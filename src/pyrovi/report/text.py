@@ -393,3 +393,33 @@ def local_site_note(level: float) -> str:
         f"share of reference draws inside the VI {level:g} intervals ({level:g} when "
         "calibrated, less when q is over-confident)."
     )
+
+
+LADDER_HEADER = (
+    "guide",
+    "seconds",
+    "gradient evaluations",
+    "ELBO (nats)",
+    "gain (nats)",
+    "k-hat",
+    "verdict",
+    "why",
+)
+"""Column titles of the guide-ladder table of a report."""
+
+
+def ladder_rows(ladder: pd.DataFrame) -> list[tuple[str, ...]]:
+    """The rows of the guide-ladder table, formatted; the chosen rung is marked."""
+    return [
+        (
+            f"{r.guide} (chosen)" if r.chosen else str(r.guide),
+            fmt(r.seconds, 1),
+            fmt(r.grad_evals),
+            _plus_minus(r.elbo, r.elbo_se),
+            "–" if not _finite(r.gain) else _plus_minus(r.gain, r.gain_se),
+            fmt(r.khat, 2),
+            str(r.verdict),
+            str(r.why),
+        )
+        for r in ladder.itertuples()
+    ]
