@@ -26,7 +26,7 @@ def iwae_bound(log_weights: np.ndarray, K: int) -> tuple[float, float]:
     ----------
     log_weights : numpy.ndarray
         Log importance weights of independent guide draws (flattened), e.g. from
-        :func:`pyrovi.diagnostics.guide_log_weights`.
+        :func:`pyrovi.infer.util.guide_log_weights`.
     K : int
         Batch size. The weights are cut, in order, into ``len // K`` batches of ``K``;
         a remainder of fewer than ``K`` weights is dropped.
