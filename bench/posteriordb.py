@@ -61,6 +61,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "posteriordb"
 GUIDES = ("mean_field", "low_rank", "full_rank", "flow")
+LADDER = "auto"
+"""``--guides auto``: the guide ladder (``pyrovi.fit(guide="auto")``), without a reference;
+its row names the rung it chose (``chosen``) and has no plain Pyro columns."""
 BASELINE_STEPS = 10_000
 BASELINE_LR = 0.01
 ELBO_PARTICLES = 4000
@@ -245,6 +248,12 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
             row["warnings"] = ",".join(kinds)
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the run
         errors.append("pyrovi: " + _one_line(exc))
+    if guide_name == LADDER:  # the ladder has no plain Pyro counterpart
+        if "error" not in row and not errors:
+            row["chosen"] = fit.guide_name
+        if errors:
+            row["error"] = " | ".join(errors)
+        return row
     # (b) the plain Pyro baseline, or its columns from an earlier run
     if baseline is not None:
         row.update({k: baseline[k] for k in BASELINE_COLUMNS if pd.notna(baseline.get(k))})
@@ -265,8 +274,8 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
 COLUMNS = ["posterior", "guide", "elbo_pyrovi", "elbo_baseline", "elbo_diff", "diff_se",
            "elbo_pass", "grad_pyrovi", "grad_baseline", "sec_pyrovi", "sec_baseline",
            "maxz_pyrovi", "maxz_baseline", "sdratio_pyrovi", "sdratio_baseline", "verdict",
-           "verdict_right", "verdict_free", "mean_bound_free", "se_pyrovi", "se_baseline",
-           "warnings", "error"]
+           "verdict_right", "verdict_free", "mean_bound_free", "chosen", "se_pyrovi",
+           "se_baseline", "warnings", "error"]
 
 
 def criteria_line(table: pd.DataFrame) -> str:
@@ -454,7 +463,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     torch.set_num_threads(1)
     ports = load_ports()
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
-    unknown = [g for g in guides if g not in BASELINE_GUIDES]
+    unknown = [g for g in guides if g not in BASELINE_GUIDES and g != LADDER]
     if unknown:
         raise SystemExit(f"unknown guide families {unknown}; known: {', '.join(GUIDES)}")
     if args.posteriors:
