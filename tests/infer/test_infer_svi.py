@@ -14,16 +14,44 @@ import pyrovi
 from pyrovi.infer.util import batch_safe
 from pyrovi.models import beta_bernoulli, linear_regression, normal_normal
 
+# Each objective fitted to convergence on normal_normal, where mean-field is the exact
+# family: every objective's optimum is q = posterior, so log p(x) - ELBO = KL(q || p) -> 0.
+# The ELBO families start at the Laplace approximation (exact) and stay: 0.1 nats. RWS
+# (forward KL) and CUBO (chi^2) are minimised at q = p too: 0.1. IWAE_K and Rényi bounds
+# are flat in q's width near the optimum (IWAE_K's gap to log p(x) is about
+# chi^2(p || q) / 2K, so a q off by 10% in every sd of 8 dimensions costs the IWAE_16 less
+# than its Monte Carlo error while its ELBO is 0.2 nats below): 0.5 nats for them (seen:
+# iwae 0.18, renyi 0.1).
+ELBO_GAP_TOLERANCE = {"iwae": 0.5, "renyi": 0.5}
+
 
 @pytest.mark.parametrize("elbo", sorted(pyrovi.infer.ELBO_FAMILIES))
 def test_every_elbo_family_fits(elbo: str) -> None:
     data = normal_normal.load_data()
-    fit = pyrovi.fit(normal_normal.model, data, guide="mean_field", elbo=elbo, num_steps=150,
-                     num_particles=2, lr=0.03, init="laplace")  # one start: no trial
-    assert len(fit.losses) == fit.history["start_steps"] + 150
-    assert np.isfinite(fit.losses).all()
-    # started at the Laplace approximation (exact here), so close to log p(x)
-    assert normal_normal.log_evidence(data) - fit.elbo < 0.1
+    objective = pyrovi.infer.ELBO_FAMILIES[elbo]
+    if objective.compiled:
+        # the JIT variants are the same ELBOs compiled (judged as ``trace`` etc. above);
+        # run to convergence, jit_mean_field alone takes 45 s: 150 steps from the exact
+        # Laplace start show the compiled loss steps and stays at the optimum
+        fit = pyrovi.fit(normal_normal.model, data, guide="mean_field", elbo=elbo,
+                         num_steps=150, lr=0.03, init="laplace")
+        assert np.isfinite(fit.losses).all()
+        assert normal_normal.log_evidence(data) - fit.elbo < 0.1
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pyrovi.ConvergenceWarning)
+        fit = pyrovi.fit(normal_normal.model, data, guide="mean_field", elbo=elbo,
+                         init="laplace")  # one start: no second stage
+    assert fit.converged and np.isfinite(fit.losses).all()
+    assert normal_normal.log_evidence(data) - fit.elbo < ELBO_GAP_TOLERANCE.get(elbo, 0.1)
+    if not objective.judged_by_elbo:
+        # not the over-dispersed start returned. CUBO tries spreads 1 .. 3 of the Laplace
+        # start and keeps the best by its own value: here spread 1, the posterior itself,
+        # and returning that start is returning the optimum
+        assert not fit.history["returned_start"] or fit.history["start_spread"] == 1.0
+        own = fit.history["objective"]
+        if objective.bound == "upper":  # CUBO_2 >= log p(x), within a few se at q = p
+            assert own["value"] >= normal_normal.log_evidence(data) - 3 * own["se"] - 1e-6
 
 
 @pytest.mark.parametrize("guide", ["mean_field", "low_rank", "full_rank", "flow", "map",

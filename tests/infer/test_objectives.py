@@ -146,10 +146,11 @@ def test_elbo_iwae_log_evidence_cubo_sandwich() -> None:
     data = spec.load_data()
     log_z = spec.log_evidence(data)
     # num_steps=0 returns the start: the Laplace approximation (exact here), widened 3x
-    # for a mass-covering objective, so that q differs from the posterior
+    # for a mass-covering objective, so that q differs from the posterior. (elbo="iwae":
+    # a CUBO fit now starts at the best of the spreads 1 .. 3 by the CUBO, here 1, q = p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = pyrovi.fit(spec.model, data, guide="mean_field", elbo="cubo", lr=0.03,
+        fit = pyrovi.fit(spec.model, data, guide="mean_field", elbo="iwae", lr=0.03,
                          init="laplace", num_steps=0)
     lw = fit.log_weights(num_samples=32000, seed=1)
     elbo = float(np.mean(lw))
@@ -163,8 +164,14 @@ def test_elbo_iwae_log_evidence_cubo_sandwich() -> None:
     # CUBO_2 >= log p(x); its estimate is biased low (log of a mean), by far less than
     # the gap here (q is wider than p, so the weights' second moment is finite)
     assert cubo > log_z, (cubo, log_z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = pyrovi.fit(spec.model, data, guide="mean_field", elbo="cubo", lr=0.03,
+                         init="laplace", num_steps=0)
     assert fit.history["objective"]["bound"] == "upper"
-    assert fit.history["objective"]["value"] > log_z
+    # the CUBO start here is q = p (the Laplace fit, exact to the optimiser's 1e-8), where
+    # CUBO_2 = log p(x): equal up to that rounding
+    assert fit.history["objective"]["value"] > log_z - 1e-6
 
 
 def test_value_functions_on_known_weights() -> None:

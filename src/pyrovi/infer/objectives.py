@@ -85,6 +85,8 @@ from pyro.infer import (
 )
 from pyro.poutine.util import site_is_subsample
 
+from pyrovi.diagnostics.bounds import CUBO_KHAT_MAX
+from pyrovi.diagnostics.psis import psis_khat
 from pyrovi.infer.util import in_particle_plate
 
 __all__ = [
@@ -413,6 +415,23 @@ class Objective:
         momentum turns one outlier into a step of several sds at 0.1, after which q can
         shrink into the region where ``E_q[w^2]`` is infinite and its gradient estimates
         shrink q further, to a point (seen on a correlated 2-D Gaussian; stable at 0.03).
+    region_power : float or None
+        The fit must keep q where the objective can be estimated from q's own draws: the
+        PSIS k-hat of ``region_power * log w`` (:meth:`region_khat`) at most
+        ``region_max_khat``. None: no such region (the ELBO families, IWAE, Rényi, RWS,
+        whose estimates are means of bounded functions of self-normalised or log weights).
+        CUBO: 2, the tail shape of ``w^2``. At the end of every window the engine checks
+        the window's averaged q and undoes a window that left the region
+        (:class:`~pyrovi.infer.svi.SVIRun`). Without the check a CUBO fit runs away:
+        once q is narrower than about ``1/sqrt(2)`` of the posterior's sd in some
+        direction, ``E_q[w^2]`` is infinite, and its estimates from q's own draws (and
+        their gradients) are biased toward narrower q, so q shrinks to a point (seen on
+        ``normal_normal``: the window-averaged scales reached ``softplus(-20)`` and the
+        K-draw CUBO estimate read 290 nats below ``log p(x)``).
+    region_max_khat : float
+        The largest k-hat of the region (CUBO: :data:`~pyrovi.diagnostics.bounds.
+        CUBO_KHAT_MAX`, 0.5: beyond it the variance of ``w^2``, and so of the gradient
+        ``grad mean_k w_k^2``, is infinite).
     """
 
     name: str
@@ -432,6 +451,8 @@ class Objective:
     minibatches: bool = False
     start_spread: float = 1.0
     max_step_size: float = math.inf
+    region_power: float | None = None
+    region_max_khat: float = math.inf
 
     def particles(self, num_particles: int | None) -> int:
         """The particles per step for a user's ``num_particles`` (None: the default).
@@ -453,6 +474,25 @@ class Objective:
         """The objective's value with the sign that makes larger better."""
         return self.sense * self.value(np.asarray(log_weights, dtype=float), num_particles,
                                        alpha, log_ratio)
+
+    def region_khat(self, log_weights: np.ndarray) -> float:
+        """The PSIS k-hat of ``region_power * log w`` for draws from q (``-inf`` without a
+        region; ``inf`` when the weights are non-finite or no tail can be fitted)."""
+        if self.region_power is None:
+            return -math.inf
+        lw = np.asarray(log_weights, dtype=float)
+        if not np.isfinite(lw).all():
+            return math.inf
+        try:
+            return float(psis_khat(self.region_power * lw))
+        except ValueError:
+            return math.inf
+
+    def in_region(self, log_weights: np.ndarray) -> tuple[bool, float]:
+        """Is q (whose own draws have these log weights) where the objective is estimable?
+        And the k-hat that says so (:meth:`region_khat`)."""
+        khat = self.region_khat(log_weights)
+        return bool(khat <= self.region_max_khat), khat
 
     def estimate(self, log_weights: np.ndarray, num_particles: int, alpha: float
                  ) -> tuple[float, float]:
@@ -598,7 +638,7 @@ OBJECTIVES: dict[str, Objective] = {
     "cubo": Objective("cubo", _cubo, bound="upper", divergence="chi^2(p || q)", sense=-1,
                       value=cubo_value, min_particles=2, default_particles=MANY_PARTICLES,
                       proposal=True, start_spread=COVERING_START_SPREAD,
-                      max_step_size=0.03),
+                      max_step_size=0.03, region_power=2.0, region_max_khat=CUBO_KHAT_MAX),
     "jit": Objective("jit", _pyro_elbo(JitTrace_ELBO, ignore_jit_warnings=True), **_JIT),
     "jit_mean_field": Objective("jit_mean_field",
                                 _pyro_elbo(JitTraceMeanField_ELBO, ignore_jit_warnings=True),

@@ -31,6 +31,14 @@ not the ELBO, which such a fit does not maximise; and a stop is withdrawn while 
 still rises significantly (an estimate from q's own draws, biased low for a narrow q, can
 rise while q improves).
 
+An objective that can be estimated from q's own draws only in a region of guides (the
+record's ``region_power``: CUBO, where ``E_q[w^2]`` must be finite) is kept there: at the
+end of each window the PSIS k-hat of the window's averaged q is checked, and a window that
+left the region is undone (the parameters go back to the last averaged state inside it,
+the step size halves, Adam's moments are reset). After ``MAX_REGION_RETREATS`` such
+retreats the fit ends, not converged, with a :class:`ConvergenceWarning` that says why.
+A mass-covering fit that returns its (over-dispersed) start is not converged either.
+
 A non-finite loss or gradient is a rejected step: the parameters go back one step and the
 step size halves. Only ``MAX_REJECTIONS`` rejections in a row end the fit, with a
 :class:`NonFiniteLossError` naming the site. Small models compute in float64 whatever the
@@ -126,6 +134,14 @@ EARLY_STOP_MIN_STEPS = 10 * WINDOW
 """Steps without held-out improvement before a fit stops early, however many epochs."""
 RANK_SEED_STRIDE = 1_000_003
 """Data-parallel processes draw their Monte Carlo noise from ``seed + rank * stride``."""
+REGION_DRAWS = 1000
+"""Draws of q whose k-hat decides whether a window stayed in the objective's region."""
+SPREAD_CANDIDATES = 5
+"""Spreads tried for the start of an objective with a region (CUBO): geometric from 1 to
+its ``start_spread``."""
+MAX_REGION_RETREATS = 6
+"""Windows undone for leaving the objective's region (each halving the step size) before
+the fit gives up: 6 halvings take CUBO's 0.03 to 0.0005 sds per step."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -193,6 +209,13 @@ def _validation_particles(data: dict[str, Any] | None) -> int:
         return 1
     sizes = [np.shape(v)[0] for v in data.values() if np.ndim(v) > 0]
     return int(np.clip(VALIDATION_DRAWS // max(sizes, default=1), 1, 100))
+
+
+def _widened(start: GaussianStart, spread: float) -> GaussianStart:
+    """``start`` with its sds (or Cholesky factor) times ``spread``."""
+    return dataclasses.replace(
+        start, scale_tril=None if start.scale_tril is None else spread * start.scale_tril,
+        std=None if start.std is None else spread * start.std)
 
 
 def _load_state(guide: Any, state: dict[str, torch.Tensor]) -> None:
@@ -325,6 +348,9 @@ class SVIRun:
         self.history: dict[str, Any] = {"lr": [], "num_particles": [], "trial": []}
         self.step_in_window = 0
         self.rejections = 0
+        self.region_retreats = 0
+        self.failure: str | None = None
+        self.start_spreads: dict[str, float] = {}
         self.second_stage = second_stage
         with self._context():
             self.data = as_tensor_data(data, self.dtype, self.device)
@@ -408,6 +434,10 @@ class SVIRun:
         self.window_sum = {k: torch.zeros_like(p) for k, p in self.params.items()}
         self.previous = {k: p.detach().clone() for k, p in self.params.items()}
         self.window_states: list[dict[str, torch.Tensor]] = []
+        self.region_state = guide_state(guide) \
+            if self.objective.region_power is not None and owner_module(guide) is not None \
+            else None
+        self.region_khat: float | None = None
 
     def _elbo(self, num_particles: int) -> Any:
         if num_particles not in self._elbos:
@@ -439,12 +469,28 @@ class SVIRun:
         if start is None or self.family.start is None:
             return self.family.build(self.model)
         spread = self.objective.start_spread
-        if spread != 1.0:  # mass-covering objectives start over-dispersed
-            start = dataclasses.replace(
-                start, scale_tril=None if start.scale_tril is None
-                else spread * start.scale_tril,
-                std=None if start.std is None else spread * start.std)
-        return self.family.start(self.model, self.data, start)
+        if spread == 1.0:
+            return self.family.start(self.model, self.data, start)
+        if self.objective.region_power is None:  # mass-covering objectives start over-dispersed
+            return self.family.start(self.model, self.data, _widened(start, spread))
+        # an objective with a region (CUBO): the best of the spreads 1 .. start_spread by the
+        # objective itself, on common draws from both guides of each comparison. Too wide a
+        # start is no safe side: in 8 dimensions at 3x its weights are so uneven that one
+        # draw makes each step's gradient and the fit wanders (normal_normal); too narrow
+        # a one misses mass (a second mode), which the common draws of a wider one see
+        spreads = np.geomspace(1.0, spread, SPREAD_CANDIDATES)
+        best = self.family.start(self.model, self.data, start)
+        best_spread = 1.0
+        for candidate in spreads[1:]:
+            built = self.family.start(self.model, self.data, _widened(start, candidate))
+            if owner_module(built) is None or owner_module(best) is None:
+                return built
+            found = self._gain_of(self.model, best, self.model, built, PROGRESS_PARTICLES,
+                                  plate_nesting(self.model, built, self.data))
+            if found is None or found[0] > 0:
+                best, best_spread = built, float(candidate)
+        self.start_spreads[start.source] = best_spread
+        return best
 
     def _start(self, guide: str | Callable[..., Any], init: str | GaussianStart,
                lr: float | None,
@@ -569,15 +615,24 @@ class SVIRun:
         of log weights on the same draws. Objectives with a ``proposal``: both guides on
         common draws, half from each (:func:`~pyrovi.infer.objectives.mixture_log_weights`).
         Others: the score of each guide's own draws, with the same seed."""
-        rng = get_rng_state()
         try:
             model_a, guide_a = self._pair_from_state(before)
             model_b, guide_b = self._pair_from_state(now)
+        except (ValueError, RuntimeError):
+            return None
+        return self._gain_of(model_a, guide_a, model_b, guide_b, num_samples, self.nesting)
+
+    def _gain_of(self, model_a: Callable[..., Any], guide_a: Callable[..., Any],
+                 model_b: Callable[..., Any], guide_b: Callable[..., Any],
+                 num_samples: int, nesting: int) -> tuple[float, float] | None:
+        """:meth:`_gain` of guide b over guide a, given the two pairs."""
+        rng = get_rng_state()
+        try:
             if self.objective.proposal:
                 with self._context():
                     log_p, log_qa, log_qb = mixture_log_weights(
                         model_b, guide_a, guide_b, self.data, num_samples=num_samples,
-                        seed=self.seed, max_plate_nesting=self.nesting)
+                        seed=self.seed, max_plate_nesting=nesting)
                 ratio_a, ratio_b = proposal_ratios(log_qa, log_qb)
                 lw_a, lw_b = log_p - log_qa, log_p - log_qb
             else:
@@ -624,6 +679,12 @@ class SVIRun:
             "start_name": getattr(self, "start_name", "none"),
             "start_state": getattr(self, "start_state", {}),
             "start_elbo": getattr(self, "start_elbo", None),
+            "region_state": self.region_state,
+            "region_retreats": self.region_retreats,
+            "region_khat": self.region_khat,
+            "region_history": list(self.history.get("region_retreats", [])),
+            "failure": self.failure,
+            "start_spreads": dict(self.start_spreads),
         }
 
     def _restore_snapshot(self, snap: dict[str, Any], guide: str | Callable[..., Any]) -> None:
@@ -648,6 +709,14 @@ class SVIRun:
         self.start_name = snap["start_name"]
         self.start_state = snap["start_state"]
         self.start_elbo = snap["start_elbo"]
+        if snap.get("region_state") is not None:
+            self.region_state = snap["region_state"]
+        self.region_retreats = int(snap.get("region_retreats", 0))
+        self.region_khat = snap.get("region_khat")
+        if snap.get("region_history"):
+            self.history["region_retreats"] = list(snap["region_history"])
+        self.failure = snap.get("failure")
+        self.start_spreads = dict(snap.get("start_spreads", {}))
         if self.batches is not None and snap["batches"] is not None:
             self.batches.load_state_dict(snap["batches"])
         set_rng_state(snap["rng"])
@@ -672,8 +741,8 @@ class SVIRun:
 
     @property
     def converged(self) -> bool:
-        """Whether the stopping rule has fired."""
-        return self.schedule.converged
+        """Whether the stopping rule has fired (never after the fit gave up: :attr:`failure`)."""
+        return self.schedule.converged and self.failure is None
 
     def _begin_window(self) -> None:
         with torch.no_grad():
@@ -743,6 +812,8 @@ class SVIRun:
             return float(loss)
 
     def _end_window(self) -> None:
+        if self._left_region():
+            return
         state = self._window_state()
         if state is not None:
             self.window_states = [*self.window_states, state][-(PROGRESS_WINDOWS + 1):]
@@ -757,6 +828,71 @@ class SVIRun:
             self.schedule.reopen()
         if self.schedule.converged and len(self.window_states) > 1:
             self._confirm_convergence(self.window_states[0], self.window_states[-1])
+
+    def _left_region(self) -> bool:
+        """Undo the window just completed if its averaged q left the objective's region
+        (the record's ``region_power``; CUBO: k-hat of ``2 log w`` above 0.5, where the
+        variance of ``w^2`` is infinite and the estimates from q's draws favour a narrower
+        q). The parameters go back to the last averaged state inside the region, the step
+        size halves, Adam's moments are reset; after ``MAX_REGION_RETREATS`` retreats the
+        fit gives up (:attr:`failure`). Returns True when the window was undone."""
+        if self.region_state is None or self.failure is not None:
+            return False
+        if self.region_khat is None:  # the start's, once
+            self.region_khat = self._region_khat_of(self.region_state)
+        with self._averaged():
+            state = guide_state(self.guide)
+        khat = self._region_khat_of(state)
+        limit = self.objective.region_max_khat
+        if khat <= limit:
+            self.region_state, self.region_khat = state, khat
+            return False
+        if self.region_khat > limit:
+            # not yet in the region: an over-dispersed start reads a large k-hat too (its
+            # weights are bounded, but so uneven that the tail cannot be told apart), so
+            # while q comes down from it, a window is undone only if it made the objective
+            # significantly worse, judged on common draws from both guides (which see the
+            # mass a narrower q misses)
+            found = self._gain(self.region_state, state, PROGRESS_PARTICLES)
+            if found is not None and found[0] >= -2.0 * found[1]:
+                self.region_state, self.region_khat = state, khat
+                return False
+        _load_state(self.guide, self.region_state)
+        with torch.no_grad():
+            for name, p in self.params.items():
+                self.previous[name].copy_(p)
+                self.window_sum[name].copy_(p * WINDOW)  # the window's average: the state
+        self.optimizer.reset()
+        self.schedule.lr *= 0.5
+        self.schedule.windows_at_lr = 0
+        self.window_states = []  # progress is judged again from windows inside the region
+        self.region_retreats += 1
+        self.history.setdefault("region_retreats", []).append(
+            {"step": self.num_steps, "khat": khat, "lr": self.schedule.lr})
+        if self.region_retreats >= MAX_REGION_RETREATS:
+            self.failure = (
+                f"elbo={self.elbo_name!r}: q left the region where the objective can be "
+                f"estimated {self.region_retreats} times (PSIS k-hat of "
+                f"{self.objective.region_power:g} log w above "
+                f"{self.objective.region_max_khat:g}; last {khat:.2f} at step "
+                f"{self.num_steps}) and the step size fell to {self.schedule.lr:.2g}; the "
+                "fit stopped at the last q inside it (history['region_retreats'])")
+        return True
+
+    def _region_khat_of(self, state: dict[str, torch.Tensor]) -> float:
+        """The objective's region k-hat (:meth:`~pyrovi.infer.objectives.Objective.
+        region_khat`) of the guide in ``state``, from ``REGION_DRAWS`` draws with the
+        run's seed (the same draws every window); the RNG is restored."""
+        rng = get_rng_state()
+        try:
+            model, guide = self._pair_from_state(state)
+            lw = guide_log_weights(model, guide, self.data, num_samples=REGION_DRAWS,
+                                   seed=self.seed)
+            return self.objective.region_khat(lw)
+        except (ValueError, RuntimeError):  # draws the model cannot score: outside
+            return math.inf
+        finally:
+            set_rng_state(rng)
 
     def _window_state(self) -> dict[str, torch.Tensor] | None:
         """The averaged state of the window just completed (module guides only: their
@@ -927,12 +1063,30 @@ class SVIRun:
                     model, guide, state = start_model, start_guide, self.start_state
                     elbo, se, start_used = start_elbo, start_se, True
             objective = self._objective_estimate(model, guide, elbo, se)
+        converged = self.converged if converged is None else converged
         history = {**self.history, "plateau_steps": list(self.schedule.plateau_steps),
-                   "returned_start": start_used, "objective": objective}
+                   "returned_start": start_used, "objective": objective,
+                   "failure": self.failure}
+        spread = self.start_spreads.get(self.start_name, self.objective.start_spread)
+        history["start_spread"] = spread
+        if start_used and not self.objective.judged_by_elbo and spread != 1.0 \
+                and self.num_steps > 0:
+            # the start was widened on purpose (start_spread), so it is not the objective's
+            # optimum: a fit that lost ground against it did not converge, whatever the
+            # stopping rule said
+            why = (f"elbo={self.elbo_name!r}: the fit ended worse than its over-dispersed "
+                   f"start ({spread:g}x the start's sds) by the "
+                   "objective's own value, so the start is returned and the fit is not "
+                   "converged (history['returned_start'])")
+            history["failure"] = self.failure or why
+            if converged:
+                warnings.warn(f"SVI did not converge: {why}", ConvergenceWarning,
+                              stacklevel=3)
+            converged = False
         return SVIFit(
             model=model, guide=guide, data=self.data, losses=np.asarray(self.losses),
             elbo=elbo, elbo_se=se, guide_name=self.guide_name, elbo_name=self.elbo_name,
-            converged=self.converged if converged is None else converged, seed=self.seed,
+            converged=converged, seed=self.seed,
             params=state, module_local_params=self.local_params,
             num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=self.start_name,
             history=history)
@@ -1130,7 +1284,8 @@ def fit(
                desc="SVI", dynamic_ncols=True)
     ema = None
     try:
-        while run.num_steps < total and (num_steps is not None or not run.converged):
+        while run.num_steps < total and (num_steps is not None or not run.converged) \
+                and run.failure is None:
             loss = run.step()
             if not math.isfinite(loss):
                 continue
@@ -1168,7 +1323,10 @@ def fit(
     if best is not None and stopped_early and owner_module(run.guide) is not None:
         owner_module(run.guide).load_state_dict(best[1])  # the best epoch's guide ...
         run.step_in_window = 1  # ... as it was, not averaged with the window after it
-    if not converged and num_steps is None:
+    if run.failure is not None:
+        converged = False
+        warnings.warn(f"SVI gave up: {run.failure}", ConvergenceWarning, stacklevel=2)
+    elif not converged and num_steps is None:
         warnings.warn(
             f"SVI did not converge in {max_steps} steps (the smoothed ELBO was still "
             "improving); pass a larger max_steps or a fixed num_steps",
