@@ -1255,11 +1255,9 @@ def fit(
     gradients are averaged by ``DistributedDataParallel``, rank 0 writes the checkpoints,
     and every process returns the same fit (:mod:`pyrovi.infer.distributed`).
     """
-    if guide == "auto":  # the guide ladder: mean_field, then richer rungs while needed
-        from pyrovi.infer.ladder import climb
-
-        return climb(model, data, elbo=elbo, num_particles=num_particles, seed=seed,
-                     progress=progress, max_steps=max_steps, dtype=dtype)
+    if guide == "auto":
+        raise ValueError("guide='auto' is the guide ladder of pyrovi.fit (pyrovi.ladder); "
+                         "pyrovi.infer.fit fits one family")
     path = Path(checkpoint) if checkpoint is not None else None
     resume = path if path is not None and path.exists() else None
     run = SVIRun(model, data, guide, elbo, lr, num_particles, seed, init=init, alpha=alpha,
