@@ -132,7 +132,7 @@ def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> tuple
         return free["verdict"], free["verdict_basis"], tuple(free["reasons"]), free
     comparison = compare(fit, reference, seed=seed)
     if comparison.summary["reference_problems"]:  # not evidence enough: the bounds decide
-        return (free["verdict"], f"{free['basis']} (the reference is unhealthy)",
+        return (free["verdict"], f"{free['verdict_basis']} (the reference is unhealthy)",
                 tuple(free["reasons"]), free)
     return (comparison.summary["verdict"], comparison.summary["verdict_basis"],
             tuple(comparison.reasons), free)

@@ -32,6 +32,8 @@ ROLES = {
     "intelligence_marginal": {"loadings": "global", "intercepts": "global",
                               "residual_sd": "global", "factor_corr_chol": "global"},
     "vae": {"z": "local"},
+    "eight_schools": {"mu": "global", "tau": "global", "theta": "global"},
+    "eight_schools_noncentered": {"mu": "global", "tau": "global", "theta_tilde": "global"},
 }
 
 
