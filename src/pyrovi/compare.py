@@ -172,11 +172,17 @@ def reference_free(fit: SVIFit, *, num_draws: int = KHAT_SAMPLES, seed: int = 0
                 "khat_high": None, "reliable": False, "reason": str(err)}
     khat = dg.psis_khat(log_w)
     interval = dg.psis_khat_interval(log_w, seed=seed)
-    bounds = _bounds(fit, log_w, seed)
-    label, reasons = dg.verdict(None, khat=khat, khat_interval=interval, bounds=bounds)
+    return _free_verdict(khat, interval, _bounds(fit, log_w, seed))
+
+
+def _free_verdict(khat: float, interval: tuple[float, float], bounds: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """:func:`reference_free`'s result from k-hat, its interval and the bounds."""
+    label, reasons = dg.verdict(None, khat=khat, khat_interval=interval,
+                                bounds=bounds or None)
     return {"verdict": label, "reasons": reasons,
-            "verdict_basis": dg.verdict_basis(None, None, bounds=bounds), "khat": khat,
-            "khat_low": interval[0], "khat_high": interval[1], **bounds}
+            "verdict_basis": dg.verdict_basis(None, None, bounds=bounds or None),
+            "khat": khat, "khat_low": interval[0], "khat_high": interval[1], **bounds}
 
 
 def compare(
@@ -300,6 +306,7 @@ def compare(
             bounds = _bounds(fit, log_w, seed)
         except (ValueError, RuntimeError, NotImplementedError):  # e.g. a support with no
             bounds = {}  # bijection to the reals: the summary keeps its defaults (NaN)
+    free = _free_verdict(khat, interval, bounds) if log_w is not None else None
 
     method, log_ev, log_ev_se = "none", float("nan"), float("nan")
     exact = spec.log_evidence if spec is not None else None
@@ -349,5 +356,6 @@ def compare(
                       losses=None if fit is None else fit.losses, log_weights=log_w,
                       labels=labels, units=_parameter_units(vi_draws, units, vi_idata),
                       local_sites=site_table,
+                      reference_free=free,
                       ladder=fit.ladder if fit is not None else None,
                       ladder_stop=fit.ladder_stop if fit is not None else "")

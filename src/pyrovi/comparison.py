@@ -245,6 +245,10 @@ class Comparison:
         of its elements (:func:`pyrovi.diagnostics.local_site_table`); None when the
         model has no local site. Reports then list only the other parameters one by one
         (:meth:`listed_table`); :attr:`table` keeps every row.
+    reference_free : dict or None
+        The verdict the fit gets without the reference, from the same importance draws
+        (:func:`pyrovi.compare.reference_free`'s result: ``verdict``, ``reasons``,
+        ``khat``, the validated bounds); None when the variational side is draws.
     ladder : pandas.DataFrame or None
         The guide ladder of a fit made with ``guide="auto"`` (``SVIFit.ladder``: one row
         per rung); None otherwise.
@@ -265,6 +269,7 @@ class Comparison:
     labels: dict[str, Any] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     local_sites: pd.DataFrame | None = None
+    reference_free: dict[str, Any] | None = field(default=None, repr=False)
     ladder: pd.DataFrame | None = None
     ladder_stop: str = ""
 

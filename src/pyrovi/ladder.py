@@ -127,10 +127,11 @@ def _start_from(below: SVIFit | None) -> Any:
 
 def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> tuple[
         str, str, tuple[str, ...], dict[str, Any]]:
-    free = reference_free(fit, seed=seed)
     if reference is None:
+        free = reference_free(fit, seed=seed)
         return free["verdict"], free["verdict_basis"], tuple(free["reasons"]), free
     comparison = compare(fit, reference, seed=seed)
+    free = comparison.reference_free or reference_free(fit, seed=seed)
     if comparison.summary["reference_problems"]:  # not evidence enough: the bounds decide
         return (free["verdict"], f"{free['verdict_basis']} (the reference is unhealthy)",
                 tuple(free["reasons"]), free)
