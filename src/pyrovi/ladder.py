@@ -180,7 +180,7 @@ def climb(
     elbo: str = "trace",
     num_steps: int | None = None,
     lr: float | None = None,
-    num_particles: int = 1,
+    num_particles: int | None = None,
     seed: int = 0,
     progress: bool = False,
     *,
