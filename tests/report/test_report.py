@@ -514,3 +514,27 @@ def test_comparison_module_imports_no_other_pyrovi_module() -> None:
                 for alias in node.names]
     imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     assert not [name for name in imported if name.startswith("pyrovi")], imported
+
+
+def test_a_ladder_fit_reports_every_rung(comparison: Comparison, tmp_path: Path) -> None:
+    """A ``guide="auto"`` fit: the ladder's table, stop reason and picture in every file."""
+    ladder = pd.DataFrame({
+        "guide": ["mean_field", "low_rank", "full_rank"], "seconds": [1.5, 2.0, 1.0],
+        "grad_evals": [7000, 8000, 2600], "elbo": [-1742.2, -1740.3, -1740.3],
+        "elbo_se": [0.03, 0.02, 0.004], "gain": [np.nan, 1.9, 0.01],
+        "gain_se": [np.nan, 0.04, 0.02], "khat": [0.74, 0.3, 0.2],
+        "verdict": ["reject", "trust", "trust"], "basis": ["reference"] * 3,
+        "verdict_without_reference": ["caution"] * 3, "mean_error_bound": [np.inf, 0.3, 0.2],
+        "chosen": [False, True, False],
+        "why": ["reject: climb", "trust, and full_rank gained only 0.01: stop", "the check"]})
+    stop = "low_rank is trusted (reference) and the richer full_rank gains only 0.01 nats"
+    cmp = dataclasses.replace(comparison, ladder=ladder, ladder_stop=stop)
+    paths = write_report(cmp, tmp_path / "r")
+    html = paths["html"].read_text(encoding="utf-8")
+    assert 'id="ladder"' in html and "low_rank (chosen)" in html and stop in html
+    assert 'id="fig-ladder"' in html
+    markdown = paths["markdown"].read_text()
+    assert "## Guide ladder" in markdown and f"Stopped: {stop}" in markdown
+    saved = _strict_loads(paths["json"].read_text())
+    assert [row["guide"] for row in saved["ladder"]] == list(ladder["guide"])
+    assert saved["ladder_stop"] == stop
