@@ -27,8 +27,9 @@ costs one more fit, the check). The top rung is the answer if it is trusted.
 
 Without a reference, "trust" needs the validated bounds to *guarantee* errors within the
 reference-based trust thresholds, which only very close fits achieve (``CUBO - ELBO``
-below about 0.013 nats): the bounds are worst cases over every direction. A rung whose
-k-hat is good and whose bounds exist but are above those thresholds is "caution"; if the
+below about 0.013 nats): the bounds are worst cases over every direction, and they are
+not estimable at all when the squared weights are heavy tailed. A rung whose k-hat is good
+(at most 0.7) but whose bounds are above those thresholds or missing is "caution"; if the
 rung above it gains nothing beyond noise, no guide of the ladder does better, and the
 ladder stops there, returns it as "caution" and says that a reference is needed to trust
 it (a correct, well-fitted guide on a posterior that is nearly Gaussian ends here).
@@ -140,13 +141,13 @@ def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> tuple
 
 
 def _best_without_reference(rung: _Rung) -> bool:
-    """A "caution" from the reference-free verdict only because the validated bounds are
-    loose: k-hat is good and the bounds exist. If no richer rung gains beyond noise, no
-    guide of the ladder does better, and only a reference can tell more."""
-    free = rung.free
-    khat = free.get("khat")
+    """A "caution" from the reference-free verdict whose importance weights are good
+    (PSIS k-hat at most 0.7): what keeps it from "trust" is that the validated bounds are
+    loose or not estimable, not evidence of a bad fit. If no richer rung gains beyond
+    noise, no guide of the ladder does better, and only a reference can tell more."""
+    khat = rung.free.get("khat")
     return (rung.verdict == "caution" and rung.basis.startswith(dg.BASIS_BOUNDS)
-            and khat is not None and khat <= dg.TRUST_KHAT and bool(free.get("reliable")))
+            and khat is not None and khat <= dg.TRUST_KHAT)
 
 
 def _stop_text(rung: _Rung, kind: str, check: str) -> str:
@@ -154,12 +155,17 @@ def _stop_text(rung: _Rung, kind: str, check: str) -> str:
     if kind == "trust":
         return f"{name} is trusted ({rung.basis}) and {check}"
     free = rung.free
+    if free.get("reliable"):
+        bounds = (f"the validated bounds allow every mean within "
+                  f"{free['mean_error_bound_high']:.2g} and every sd within "
+                  f"{free['sd_error_bound_high']:.2g} of q's sds (trust needs "
+                  f"{dg.BOUND_TRUST_MEAN} and {dg.BOUND_TRUST_SD})")
+    else:
+        bounds = f"the validated bounds are not available ({free.get('reason', '')})"
     return (f"{name} is the best guide of the ladder without a reference: PSIS k-hat "
-            f"{free['khat']:.2f} <= {dg.TRUST_KHAT} and {check}, but the validated bounds "
-            f"allow every mean within {free['mean_error_bound_high']:.2g} and every sd within "
-            f"{free['sd_error_bound_high']:.2g} of q's sds (trust needs "
-            f"{dg.BOUND_TRUST_MEAN} and {dg.BOUND_TRUST_SD}): caution; compare it with a NUTS "
-            "reference (pyrovi.nuts, or pass reference=) before trusting it")
+            f"{free['khat']:.2f} <= {dg.TRUST_KHAT} and {check}, but {bounds}: caution; "
+            "compare it with a NUTS reference (pyrovi.nuts, or pass reference=) before "
+            "trusting it")
 
 
 def _gain(fit: SVIFit, below: SVIFit | None) -> tuple[float, float, bool]:
