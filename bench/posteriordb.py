@@ -280,8 +280,9 @@ COLUMNS = ["posterior", "guide", "elbo_pyrovi", "elbo_baseline", "elbo_diff", "d
 
 def criteria_line(table: pd.DataFrame) -> str:
     """The pass criteria over a results table, as one line."""
-    n = len(table)
-    passed = int(table["elbo_pass"].fillna(False).astype(bool).sum())
+    judged_elbo = table["elbo_pass"].dropna()  # rows with a baseline (not the ladder's)
+    n = len(judged_elbo)
+    passed = int(judged_elbo.astype(bool).sum())
     ratio = (table["grad_pyrovi"] / table["grad_baseline"]).dropna()
     median = float(ratio.median()) if len(ratio) else math.nan
     judged = table["verdict_right"].dropna()
