@@ -16,7 +16,7 @@ from pyrovi.ladder import NoTrustworthyGuideWarning, fit
 from pyrovi.models import ModelSpec, get_model, list_models
 from pyrovi.references import ReferenceFormatError, load_reference
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "GUIDE_FAMILIES",
