@@ -102,3 +102,5 @@ def test_fit_auto_rejects_what_the_ladder_chooses() -> None:
         pyrovi.fit(normal_normal.model, data, guide="mean_field", reference=object())
     with pytest.raises(ValueError, match="pyrovi.fit"):
         pyrovi.infer.fit(normal_normal.model, data, guide="auto")
+    with pytest.raises(ValueError, match="compares rungs by their ELBO"):
+        pyrovi.fit(normal_normal.model, data, guide="auto", elbo="cubo")

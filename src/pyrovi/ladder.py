@@ -77,6 +77,7 @@ from pyrovi.compare import compare, reference_free
 from pyrovi.guides import get_family
 from pyrovi.infer import svi
 from pyrovi.infer.nuts import cached_reference
+from pyrovi.infer.objectives import get_objective
 from pyrovi.infer.result import SVIFit
 from pyrovi.infer.schedule import MIN_GAIN
 
@@ -222,6 +223,10 @@ def climb(
     """
     if "init" in fit_options or "guide" in fit_options:
         raise ValueError("the guide ladder chooses each rung's guide and start itself")
+    if not get_objective(elbo).judged_by_elbo:
+        raise ValueError(f"the guide ladder compares rungs by their ELBO; elbo={elbo!r} "
+                         "optimises another objective: use an ELBO family (trace, mean_field, "
+                         "graph) or fit one family")
     if reference is None:
         reference = cached_reference(model, data)
     done: list[_Rung] = []
