@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import pyrovi
-from pyrovi.ladder import NoTrustworthyGuideWarning, rungs
+from pyrovi.ladder import COLUMNS, NoTrustworthyGuideWarning, rungs
 from pyrovi.models import eight_schools, linear_regression, normal_normal
 
-COLUMNS = ["guide", "seconds", "grad_evals", "elbo", "elbo_se", "gain", "gain_se", "khat",
+DOCUMENTED = ["guide", "seconds", "grad_evals", "elbo", "elbo_se", "gain", "gain_se", "khat",
            "verdict", "basis", "verdict_without_reference", "mean_error_bound", "chosen", "why"]
 
 
@@ -33,7 +33,7 @@ def test_normal_normal_stops_at_mean_field(tmp_path) -> None:
     reference = az.from_dict(posterior={"mu": exact.sample((2, 1000)).numpy()})
     fit = pyrovi.fit(normal_normal.model, data, guide="auto", reference=reference)
     table = fit.ladder
-    assert list(table.columns) == COLUMNS
+    assert list(table.columns) == DOCUMENTED == list(COLUMNS)
     assert list(table["guide"]) == ["mean_field", "low_rank"]
     assert fit.guide_name == "mean_field" and table["chosen"].tolist() == [True, False]
     assert table["verdict"].tolist() == ["trust", "trust"]
@@ -104,3 +104,25 @@ def test_fit_auto_rejects_what_the_ladder_chooses() -> None:
         pyrovi.infer.fit(normal_normal.model, data, guide="auto")
     with pytest.raises(ValueError, match="compares rungs by their ELBO"):
         pyrovi.fit(normal_normal.model, data, guide="auto", elbo="cubo")
+
+
+def test_a_failing_rung_is_reported_and_the_ladder_goes_on(monkeypatch) -> None:
+    """A rung whose fit fails (NonFiniteLossError) is a row that says so; the next rung
+    starts from the last one that worked, and its check still decides."""
+    from pyrovi.infer import svi
+
+    real_fit = svi.fit
+
+    def failing_low_rank(model, data, guide="mean_field", *args, **kwargs):
+        if guide == "low_rank":
+            raise svi.NonFiniteLossError("ELBO stayed non-finite (simulated)")
+        return real_fit(model, data, guide, *args, **kwargs)
+
+    monkeypatch.setattr(svi, "fit", failing_low_rank)
+    data = normal_normal.load_data()
+    fit = pyrovi.fit(normal_normal.model, data, guide="auto")
+    table = fit.ladder
+    assert list(table["guide"]) == ["mean_field", "low_rank", "full_rank"]
+    assert "the fit failed" in table["why"][1] and table["verdict"][1] == "reject"
+    assert fit.guide_name == "mean_field" and "full_rank gains only" in fit.ladder_stop
+    assert [r.guide_name for r in fit.rungs] == ["mean_field", "full_rank"]

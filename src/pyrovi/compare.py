@@ -178,10 +178,12 @@ def reference_free(fit: SVIFit, *, num_draws: int = KHAT_SAMPLES, seed: int = 0
 def _free_verdict(khat: float, interval: tuple[float, float], bounds: dict[str, Any]
                   ) -> dict[str, Any]:
     """:func:`reference_free`'s result from k-hat, its interval and the bounds."""
-    label, reasons = dg.verdict(None, khat=khat, khat_interval=interval,
-                                bounds=bounds or None)
+    # bounds that could not be computed are no evidence: never trust on k-hat alone
+    bounds = bounds or {"reliable": False,
+                        "reason": "the validated bounds could not be computed for this guide"}
+    label, reasons = dg.verdict(None, khat=khat, khat_interval=interval, bounds=bounds)
     return {"verdict": label, "reasons": reasons,
-            "verdict_basis": dg.verdict_basis(None, None, bounds=bounds or None),
+            "verdict_basis": dg.verdict_basis(None, None, bounds=bounds),
             "khat": khat, "khat_low": interval[0], "khat_high": interval[1], **bounds}
 
 

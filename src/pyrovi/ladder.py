@@ -81,7 +81,13 @@ from pyrovi.infer.objectives import get_objective
 from pyrovi.infer.result import SVIFit
 from pyrovi.infer.schedule import MIN_GAIN
 
-__all__ = ["FIRST_RUNG", "GAIN_SIGMAS", "NoTrustworthyGuideWarning", "climb", "fit", "rungs"]
+__all__ = ["COLUMNS", "FIRST_RUNG", "GAIN_SIGMAS", "NoTrustworthyGuideWarning", "climb", "fit",
+           "rungs"]
+
+COLUMNS = ("guide", "seconds", "grad_evals", "elbo", "elbo_se", "gain", "gain_se", "khat",
+           "verdict", "basis", "verdict_without_reference", "mean_error_bound", "chosen",
+           "why")
+"""The columns of ``SVIFit.ladder``, in order (the table of the module docstring)."""
 
 FIRST_RUNG = "mean_field"
 """Where the ladder starts."""
@@ -229,17 +235,25 @@ def climb(
                          "graph) or fit one family")
     if reference is None:
         reference = cached_reference(model, data)
-    done: list[_Rung] = []
+    done: list[_Rung | None] = []  # None: the rung's fit failed
     rows: list[dict[str, Any]] = []
     waiting: tuple[int, str] | None = None  # (rung, "trust" | "best") awaiting its check
     answer: int | None = None
     stop = ""
     for i, name in enumerate(rungs(first)):
-        below = done[-1].fit if done else None
+        below = next((r.fit for r in reversed(done) if r is not None), None)
         began = time.perf_counter()
-        fit = svi.fit(model, data, guide=name, elbo=elbo, num_steps=num_steps, lr=lr,
-                      num_particles=num_particles, seed=seed, progress=progress,
-                      init=_start_from(below), **fit_options)
+        try:
+            fit = svi.fit(model, data, guide=name, elbo=elbo, num_steps=num_steps, lr=lr,
+                          num_particles=num_particles, seed=seed, progress=progress,
+                          init=_start_from(below), **fit_options)
+        except svi.NonFiniteLossError as exc:  # the next rung starts from the one below
+            done.append(None)
+            rows.append({"guide": name, "seconds": time.perf_counter() - began,
+                         "verdict": "reject", "basis": "the fit failed",
+                         "verdict_without_reference": "reject", "chosen": False,
+                         "why": f"the fit failed ({exc}): climb"})
+            continue
         verdict, basis, reasons, free = _assess(fit, reference, seed)
         rung = _Rung(fit, time.perf_counter() - began, verdict, basis, reasons, free)
         done.append(rung)
@@ -281,18 +295,22 @@ def climb(
         rows[answer]["why"] = f"{rows[answer]['verdict']}, and no richer rung: stop"
         stop = _stop_text(done[answer], kind, "it is the top rung")
     if answer is None:
-        answer = max(range(len(done)), key=lambda j: done[j].fit.elbo)
+        fitted = [j for j, r in enumerate(done) if r is not None]
+        if not fitted:
+            raise svi.NonFiniteLossError(f"every rung of the guide ladder failed: "
+                                         f"{'; '.join(row['why'] for row in rows)}")
+        answer = max(fitted, key=lambda j: done[j].fit.elbo)
         rows[-1]["why"] = rows[-1]["why"].removesuffix(": climb") + ": no richer rung"
         verdicts = ", ".join(f"{row['guide']} {row['verdict']} (k-hat {row['khat']:.2f})"
-                             if row["khat"] is not None else f"{row['guide']} {row['verdict']}"
-                             for row in rows)
+                             if row.get("khat") is not None
+                             else f"{row['guide']} {row['verdict']}" for row in rows)
         stop = (f"no rung is trustworthy ({verdicts}); returned {rows[answer]['guide']}, "
                 f"the best ELBO, which is not good: {RECOMMENDATION}")
         warnings.warn(stop, NoTrustworthyGuideWarning, stacklevel=2)
     rows[answer]["chosen"] = True
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
     return dataclasses.replace(done[answer].fit, ladder=table, ladder_stop=stop,
-                               rungs=tuple(r.fit for r in done))
+                               rungs=tuple(r.fit for r in done if r is not None))
 
 
 def fit(

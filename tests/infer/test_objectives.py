@@ -196,6 +196,30 @@ def test_bad_objective_input_raises() -> None:
     for elbo in ("cubo", "iwae", "rws"):
         with pytest.raises(ValueError, match=f"elbo='{elbo}' needs num_particles >= 2"):
             pyrovi.fit(spec.model, data, elbo=elbo, num_particles=1)
+    for alpha in (-0.5, 1.0):  # alpha < 0 makes the Rényi bound an upper bound
+        with pytest.raises(ValueError, match="needs 0 <= alpha < 1"):
+            pyrovi.fit(spec.model, data, elbo="renyi", alpha=alpha)
+
+    class Shifted(torch.nn.Module):  # a model with a parameter of its own, as a VAE's
+        def __init__(self) -> None:
+            super().__init__()
+            self.shift = torch.nn.Parameter(torch.tensor(0.0))
+            self.loc = torch.nn.Parameter(torch.tensor(0.0))
+
+        def model(self, x: torch.Tensor) -> None:
+            pyro.module("shifted", self)
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z + self.shift, 1.0), obs=x)
+
+        def guide(self, x: torch.Tensor) -> None:
+            pyro.module("shifted", self)
+            pyro.sample("z", dist.Normal(self.loc, 1.0))
+
+    for elbo in ("cubo", "rws"):  # their gradients would not raise the evidence in theta
+        shifted = Shifted()
+        with pytest.raises(ValueError, match="cannot fit the model's own parameters"):
+            pyrovi.fit(shifted.model, {"x": torch.tensor(0.5)}, guide=shifted.guide,
+                       elbo=elbo, num_steps=5)
 
 
 def test_default_particles_for_covering_objectives() -> None:

@@ -274,6 +274,13 @@ def validated_bounds(
     out["d2_upper_se"] = d2_se
     for suffix, value in (("", d2), ("_high", d2 + BOUND_SE_MULTIPLIER * d2_se)):
         out.update({f"{key}{suffix}": v for key, v in _errors(value, c4, kurtosis).items()})
+    if log_evidence is not None:  # KL(q || p) <= CUBO - ELBO needs the ELBO, not log p(x)
+        d2_elbo = max(log_m2 - 2.0 * elbo, 0.0)
+        se_elbo = float(
+            np.std(np.exp(2.0 * lw - log_m2) - 1.0 - 2.0 * (lw - elbo), ddof=1) / math.sqrt(size)
+        )
+        out["kl_upper"] = d2_elbo / 2.0
+        out["kl_upper_high"] = (d2_elbo + BOUND_SE_MULTIPLIER * se_elbo) / 2.0
     out.update(reliable=True, reason="")
     return out
 

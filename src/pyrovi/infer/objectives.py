@@ -11,7 +11,7 @@ q(z)`` for draws ``z ~ q``:
                                                      ``log p(x)``
 =============  ====================================  ============  ==================
 ``trace``      ``mean(lw)``                          lower          ``KL(q || p)``
-``renyi``      ``1/(1-a) log mean exp((1-a) lw)``    lower (a>=0)   Rényi ``D_a(p||q)``
+``renyi``      ``1/(1-a) log mean exp((1-a) lw)``    lower (a>=0)   Rényi ``D_a(q||p)``
                over groups of K draws
 ``iwae``       ``log mean exp(lw)`` over groups of   lower          (Rényi, a = 0)
                K draws (IWAE_K)
@@ -432,6 +432,11 @@ class Objective:
         The largest k-hat of the region (CUBO: :data:`~pyrovi.diagnostics.bounds.
         CUBO_KHAT_MAX`, 0.5: beyond it the variance of ``w^2``, and so of the gradient
         ``grad mean_k w_k^2``, is infinite).
+    trains_model : bool
+        Whether the loss's gradient also fits the model's own parameters (a network or
+        ``pyro.param`` in the model) the right way, towards a larger evidence. False for
+        ``cubo`` (descending the CUBO in the model's parameters lowers ``log p(x)``) and
+        ``rws`` (its wake-phi update leaves them alone): a model with parameters is refused.
     """
 
     name: str
@@ -453,6 +458,7 @@ class Objective:
     max_step_size: float = math.inf
     region_power: float | None = None
     region_max_khat: float = math.inf
+    trains_model: bool = True
 
     def particles(self, num_particles: int | None) -> int:
         """The particles per step for a user's ``num_particles`` (None: the default).
@@ -623,22 +629,23 @@ OBJECTIVES: dict[str, Objective] = {
     "mean_field": Objective("mean_field", _pyro_elbo(TraceMeanField_ELBO), **_ELBO,
                             data_parallel=True, minibatches=True),
     "graph": Objective("graph", _pyro_elbo(TraceGraph_ELBO), **_ELBO, minibatches=True),
-    "renyi": Objective("renyi", _renyi, bound="lower", divergence="D_alpha(p || q)",
+    "renyi": Objective("renyi", _renyi, bound="lower", divergence="D_alpha(q || p)",
                        sense=1, value=renyi_value, default_particles=MANY_PARTICLES,
                        fixed_particles=True, uses_alpha=True,
                        start_spread=COVERING_START_SPREAD),
-    "iwae": Objective("iwae", _iwae, bound="lower", divergence="D_0(p || q) (IWAE_K)",
+    "iwae": Objective("iwae", _iwae, bound="lower", divergence="D_0(q || p) (IWAE_K)",
                       sense=1, value=iwae_value,
                       min_particles=2, default_particles=MANY_PARTICLES,
                       fixed_particles=True, start_spread=COVERING_START_SPREAD),
     "rws": Objective("rws", _rws, bound="none", divergence="KL(p || q)", sense=-1,
                      value=forward_kl_value, min_particles=2,
                      default_particles=MANY_PARTICLES, proposal=True,
-                     start_spread=COVERING_START_SPREAD),
+                     start_spread=COVERING_START_SPREAD, trains_model=False),
     "cubo": Objective("cubo", _cubo, bound="upper", divergence="chi^2(p || q)", sense=-1,
                       value=cubo_value, min_particles=2, default_particles=MANY_PARTICLES,
                       proposal=True, start_spread=COVERING_START_SPREAD,
-                      max_step_size=0.03, region_power=2.0, region_max_khat=CUBO_KHAT_MAX),
+                      max_step_size=0.03, trains_model=False, region_power=2.0,
+                      region_max_khat=CUBO_KHAT_MAX),
     "jit": Objective("jit", _pyro_elbo(JitTrace_ELBO, ignore_jit_warnings=True), **_JIT),
     "jit_mean_field": Objective("jit_mean_field",
                                 _pyro_elbo(JitTraceMeanField_ELBO, ignore_jit_warnings=True),

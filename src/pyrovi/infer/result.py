@@ -90,7 +90,8 @@ class SVIFit:
     ladder_stop : str
         Why the ladder stopped where it did (empty without a ladder).
     rungs : tuple of SVIFit
-        The fit of every rung the ladder climbed, in order (empty without a ladder).
+        The fit of every rung the ladder climbed whose fit did not fail, in order (empty
+        without a ladder).
     """
 
     model: Callable[..., Any]

@@ -200,6 +200,16 @@ def _param_tensors(guide: Callable[..., Any], model: Callable[..., Any],
     return found
 
 
+def _guide_params(guide: Callable[..., Any], data: dict[str, Any]) -> list[str]:
+    """Names of the parameters the guide alone touches (module or param store)."""
+    owner = owner_module(guide)
+    if owner is not None:
+        return [name for name, _ in owner.named_parameters()]
+    with poutine.block(), poutine.trace(param_only=True) as capture, torch.no_grad():
+        guide(**data)
+    return list(capture.trace.nodes)
+
+
 def _validation_particles(data: dict[str, Any] | None) -> int:
     """Particles of each held-out ELBO: ``VALIDATION_DRAWS`` draws over the held-out points
     (the longest leading dimension of the data), 1 to 100 per point. The same draws every
@@ -312,6 +322,9 @@ class SVIRun:
                              f"got {init!r}")
         if num_particles is not None and num_particles < 1:
             raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        if self.objective.uses_alpha and not 0.0 <= alpha < 1.0:
+            raise ValueError(f"elbo={elbo!r} needs 0 <= alpha < 1 (a lower bound on log p(x); "
+                             f"alpha < 0 gives an upper bound, alpha = 1 the ELBO), got {alpha}")
         num_particles = self.objective.particles(num_particles)
         self.base_particles = num_particles
         data = _with_batch_size(model, data, batch_size)
@@ -438,6 +451,22 @@ class SVIRun:
             if self.objective.region_power is not None and owner_module(guide) is not None \
             else None
         self.region_khat: float | None = None
+        self.region_retreats = 0  # each candidate of the trial starts with a clean record
+        self.failure = None
+        self.history.pop("region_retreats", None)
+        if self.objective.region_power is not None and owner_module(guide) is None:
+            raise ValueError(f"elbo={self.elbo_name!r} keeps q where it can be estimated, "
+                             "which needs a guide that is a module (a pyrovi family or a "
+                             "Pyro autoguide), not a function of pyro.param sites")
+        if not self.objective.trains_model:
+            model_owner = owner_module(self.model)
+            model_params = sorted(set(self.params) - set(_guide_params(guide, self.data)))
+            if model_owner is not None or model_params:
+                named = ", ".join(model_params[:3]) or type(model_owner).__name__
+                raise ValueError(
+                    f"elbo={self.elbo_name!r} cannot fit the model's own parameters "
+                    f"({named}): its gradient would not raise the evidence; fit them with "
+                    "an ELBO (trace), then fix them")
 
     def _elbo(self, num_particles: int) -> Any:
         if num_particles not in self._elbos:
@@ -472,6 +501,7 @@ class SVIRun:
         if spread == 1.0:
             return self.family.start(self.model, self.data, start)
         if self.objective.region_power is None:  # mass-covering objectives start over-dispersed
+            self.start_spreads[start.source] = spread
             return self.family.start(self.model, self.data, _widened(start, spread))
         # an objective with a region (CUBO): the best of the spreads 1 .. start_spread by the
         # objective itself, on common draws from both guides of each comparison. Too wide a
@@ -556,7 +586,8 @@ class SVIRun:
                 self.num_grad_evals = evals
                 try:
                     while self.schedule.plateaus < STAGE_TWO_PLATEAUS \
-                            and self.num_steps < STAGE_TWO_MAX_WINDOWS * WINDOW:
+                            and self.num_steps < STAGE_TWO_MAX_WINDOWS * WINDOW \
+                            and self.failure is None:
                         self.step()
                     elbo = self._trial_score()
                 except NonFiniteLossError:
@@ -836,7 +867,7 @@ class SVIRun:
         q). The parameters go back to the last averaged state inside the region, the step
         size halves, Adam's moments are reset; after ``MAX_REGION_RETREATS`` retreats the
         fit gives up (:attr:`failure`). Returns True when the window was undone."""
-        if self.region_state is None or self.failure is not None:
+        if self.region_state is None:
             return False
         if self.region_khat is None:  # the start's, once
             self.region_khat = self._region_khat_of(self.region_state)
@@ -1067,7 +1098,7 @@ class SVIRun:
         history = {**self.history, "plateau_steps": list(self.schedule.plateau_steps),
                    "returned_start": start_used, "objective": objective,
                    "failure": self.failure}
-        spread = self.start_spreads.get(self.start_name, self.objective.start_spread)
+        spread = self.start_spreads.get(self.start_name, 1.0)  # 1: built unwidened
         history["start_spread"] = spread
         if start_used and not self.objective.judged_by_elbo and spread != 1.0 \
                 and self.num_steps > 0:
