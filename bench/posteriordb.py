@@ -62,8 +62,9 @@ ROOT = HERE.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "posteriordb"
 GUIDES = ("mean_field", "low_rank", "full_rank", "flow")
 LADDER = "auto"
-"""``--guides auto``: the guide ladder (``pyrovi.fit(guide="auto")``), without a reference;
-its row names the rung it chose (``chosen``) and has no plain Pyro columns."""
+"""``--guides auto``: the guide ladder (``pyrovi.fit(guide="auto")``), given no reference
+(it would use a cached default ``pyrovi.nuts`` run of the port, if one existed); its row
+names the rung it chose (``chosen``) and has no plain Pyro columns."""
 BASELINE_STEPS = 10_000
 BASELINE_LR = 0.01
 ELBO_PARTICLES = 4000

@@ -79,8 +79,9 @@ class GaussianStart:
     sites : dict
         Site name -> ``(start, end, unconstrained shape)`` of its block in ``loc``.
     source : str
-        Where it came from: ``"laplace"`` (MAP and inverse Hessian) or ``"init"`` (the
-        model's initial point with a small isotropic spread).
+        Where it came from: ``"laplace"`` (MAP and inverse Hessian), ``"init"`` (the
+        model's initial point with a small isotropic spread), or the family of a fitted
+        guide whose q it is (``as_start()``: the guide ladder's rungs).
     std : torch.Tensor or None
         The sds of a diagonal covariance (when ``scale_tril`` is None).
     """

@@ -1218,8 +1218,9 @@ def fit(
         Initial step size; by default chosen by a short trial among the family's
         candidates (:data:`STEP_SIZES`, in units of q's sds for preconditioned guides).
     num_particles : int or None
-        Particles per ELBO estimate at the start (more are added late in the fit, except
-        for ``renyi`` and ``iwae``, where K is part of the objective); vectorised when the
+        Particles per ELBO estimate at the start (more are added late in the fit, up to 8,
+        for the ELBO families; for ``renyi`` and ``iwae`` K is part of the objective, and
+        ``rws`` and ``cubo`` start at 16 already); vectorised when the
         model is batch safe. None: 1 for the ELBO families, 16 for ``renyi``, ``iwae``,
         ``rws`` and ``cubo`` (which need K > 1: an explicit ``num_particles=1`` with
         ``iwae``, ``rws`` or ``cubo`` is a ValueError).
