@@ -136,7 +136,17 @@ def _bounds(fit: SVIFit, log_w: np.ndarray, seed: int) -> dict[str, Any]:
     draws = _whitened_draws(fit, len(log_w), seed)
     if draws is not None and draws.shape[1] != dim:
         draws = None
-    return dg.validated_bounds(log_w, max(dim, 1), whitened_draws=draws, seed=seed)
+    bounds = dg.validated_bounds(log_w, max(dim, 1), whitened_draws=draws, seed=seed)
+    gaussian = hasattr(fit.guide, "as_start") or (
+        isinstance(fit.guide, AutoContinuous) and draws is None)
+    if draws is None and not gaussian and bounds["reliable"]:
+        # a hand-written or amortized guide: its moment constants are unknown, and the
+        # Gaussian ones the sd and W2 bounds would use are no guarantee
+        bounds = {**bounds, "reliable": False,
+                  "reason": "q's moment constants are unknown for this guide (not a "
+                            "Gaussian family, no whitened draws): the bounds are not "
+                            "guaranteed"}
+    return bounds
 
 
 def reference_free(fit: SVIFit, *, num_draws: int = KHAT_SAMPLES, seed: int = 0

@@ -114,6 +114,7 @@ class _Rung:
     basis: str
     reasons: tuple[str, ...]
     free: dict[str, Any]
+    by_reference: bool
 
 
 def rungs(first: str = FIRST_RUNG) -> list[str]:
@@ -133,18 +134,29 @@ def _start_from(below: SVIFit | None) -> Any:
         return below.guide.as_start(below.guide_name)
 
 
-def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> tuple[
-        str, str, tuple[str, ...], dict[str, Any]]:
+def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int, began: float
+            ) -> _Rung:
+    """The rung's verdict: the reference's when it is healthy, else the reference-free
+    one (k-hat and the validated bounds); ``began`` is when its fit started."""
+    rung = _verdict_of(fit, reference, seed)
+    return dataclasses.replace(rung, seconds=time.perf_counter() - began)
+
+
+def _verdict_of(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> _Rung:
+    seconds = 0.0
     if reference is None:
         free = reference_free(fit, seed=seed)
-        return free["verdict"], free["verdict_basis"], tuple(free["reasons"]), free
+        return _Rung(fit, seconds, free["verdict"], free["verdict_basis"],
+                     tuple(free["reasons"]), free, by_reference=False)
     comparison = compare(fit, reference, seed=seed)
     free = comparison.reference_free or reference_free(fit, seed=seed)
     if comparison.summary["reference_problems"]:  # not evidence enough: the bounds decide
-        return (free["verdict"], f"{free['verdict_basis']} (the reference is unhealthy)",
-                tuple(free["reasons"]), free)
-    return (comparison.summary["verdict"], comparison.summary["verdict_basis"],
-            tuple(comparison.reasons), free)
+        return _Rung(fit, seconds, free["verdict"],
+                     f"{free['verdict_basis']} (the reference is unhealthy)",
+                     tuple(free["reasons"]), free, by_reference=False)
+    return _Rung(fit, seconds, comparison.summary["verdict"],
+                 comparison.summary["verdict_basis"], tuple(comparison.reasons), free,
+                 by_reference=True)
 
 
 def _best_without_reference(rung: _Rung) -> bool:
@@ -153,7 +165,7 @@ def _best_without_reference(rung: _Rung) -> bool:
     loose or not estimable, not evidence of a bad fit. If no richer rung gains beyond
     noise, no guide of the ladder does better, and only a reference can tell more."""
     khat = rung.free.get("khat")
-    return (rung.verdict == "caution" and rung.basis.startswith(dg.BASIS_BOUNDS)
+    return (rung.verdict == "caution" and not rung.by_reference
             and khat is not None and khat <= dg.TRUST_KHAT)
 
 
@@ -254,8 +266,8 @@ def climb(
                          "verdict_without_reference": "reject", "chosen": False,
                          "why": f"the fit failed ({exc}): climb"})
             continue
-        verdict, basis, reasons, free = _assess(fit, reference, seed)
-        rung = _Rung(fit, time.perf_counter() - began, verdict, basis, reasons, free)
+        rung = _assess(fit, reference, seed, began)
+        verdict, basis, reasons, free = rung.verdict, rung.basis, rung.reasons, rung.free
         done.append(rung)
         gain, gain_se, beats = _gain(fit, below)
         rows.append({
