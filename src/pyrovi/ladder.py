@@ -62,6 +62,7 @@ why                why the ladder climbed past the rung, or stopped at it
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 import warnings
@@ -109,7 +110,6 @@ class NoTrustworthyGuideWarning(UserWarning):
 @dataclass(frozen=True)
 class _Rung:
     fit: SVIFit
-    seconds: float
     verdict: str
     basis: str
     reasons: tuple[str, ...]
@@ -134,29 +134,20 @@ def _start_from(below: SVIFit | None) -> Any:
         return below.guide.as_start(below.guide_name)
 
 
-def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int, began: float
-            ) -> _Rung:
+def _assess(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> _Rung:
     """The rung's verdict: the reference's when it is healthy, else the reference-free
-    one (k-hat and the validated bounds); ``began`` is when its fit started."""
-    rung = _verdict_of(fit, reference, seed)
-    return dataclasses.replace(rung, seconds=time.perf_counter() - began)
-
-
-def _verdict_of(fit: SVIFit, reference: az.InferenceData | None, seed: int) -> _Rung:
-    seconds = 0.0
+    one (k-hat and the validated bounds)."""
     if reference is None:
         free = reference_free(fit, seed=seed)
-        return _Rung(fit, seconds, free["verdict"], free["verdict_basis"],
-                     tuple(free["reasons"]), free, by_reference=False)
+        return _Rung(fit, free["verdict"], free["verdict_basis"], tuple(free["reasons"]),
+                     free, by_reference=False)
     comparison = compare(fit, reference, seed=seed)
     free = comparison.reference_free or reference_free(fit, seed=seed)
     if comparison.summary["reference_problems"]:  # not evidence enough: the bounds decide
-        return _Rung(fit, seconds, free["verdict"],
-                     f"{free['verdict_basis']} (the reference is unhealthy)",
-                     tuple(free["reasons"]), free, by_reference=False)
-    return _Rung(fit, seconds, comparison.summary["verdict"],
-                 comparison.summary["verdict_basis"], tuple(comparison.reasons), free,
-                 by_reference=True)
+        return _Rung(fit, free["verdict"], f"{free['verdict_basis']} (the reference is "
+                     "unhealthy)", tuple(free["reasons"]), free, by_reference=False)
+    return _Rung(fit, comparison.summary["verdict"], comparison.summary["verdict_basis"],
+                 tuple(comparison.reasons), free, by_reference=True)
 
 
 def _best_without_reference(rung: _Rung) -> bool:
@@ -202,12 +193,6 @@ def _nats(gain: float, se: float) -> str:
 def climb(
     model: Callable[..., Any],
     data: dict[str, Any],
-    elbo: str = "trace",
-    num_steps: int | None = None,
-    lr: float | None = None,
-    num_particles: int | None = None,
-    seed: int = 0,
-    progress: bool = False,
     *,
     reference: az.InferenceData | None = None,
     first: str = FIRST_RUNG,
@@ -217,8 +202,8 @@ def climb(
 
     Parameters
     ----------
-    model, data, elbo, num_steps, lr, num_particles, seed, progress
-        As for :func:`pyrovi.infer.fit`, for every rung.
+    model, data
+        As for :func:`pyrovi.infer.fit`.
     reference : arviz.InferenceData, optional
         Reference draws (:func:`pyrovi.nuts`, :func:`pyrovi.load_reference`). By default
         the cached run of ``pyrovi.nuts(model, data)`` with its default settings, if any;
@@ -226,7 +211,8 @@ def climb(
     first : str
         The first rung.
     **fit_options
-        Passed to every rung's :func:`pyrovi.infer.fit` (``max_steps``, ``dtype``, ...).
+        Every other argument of :func:`pyrovi.infer.fit` (``elbo``, ``seed``,
+        ``max_steps``, ...), passed to every rung's fit; not ``guide`` or ``init``.
 
     Returns
     -------
@@ -241,6 +227,8 @@ def climb(
     """
     if "init" in fit_options or "guide" in fit_options:
         raise ValueError("the guide ladder chooses each rung's guide and start itself")
+    elbo = fit_options.get("elbo", "trace")
+    seed = fit_options.get("seed", 0)
     if not get_objective(elbo).judged_by_elbo:
         raise ValueError(f"the guide ladder compares rungs by their ELBO; elbo={elbo!r} "
                          "optimises another objective: use an ELBO family (trace, mean_field, "
@@ -256,9 +244,7 @@ def climb(
         below = next((r.fit for r in reversed(done) if r is not None), None)
         began = time.perf_counter()
         try:
-            fit = svi.fit(model, data, guide=name, elbo=elbo, num_steps=num_steps, lr=lr,
-                          num_particles=num_particles, seed=seed, progress=progress,
-                          init=_start_from(below), **fit_options)
+            fit = svi.fit(model, data, guide=name, init=_start_from(below), **fit_options)
         except svi.NonFiniteLossError as exc:  # the next rung starts from the one below
             done.append(None)
             rows.append({"guide": name, "seconds": time.perf_counter() - began,
@@ -266,14 +252,15 @@ def climb(
                          "verdict_without_reference": "reject", "chosen": False,
                          "why": f"the fit failed ({exc}): climb"})
             continue
-        rung = _assess(fit, reference, seed, began)
-        verdict, basis, reasons, free = rung.verdict, rung.basis, rung.reasons, rung.free
+        rung = _assess(fit, reference, seed)
+        verdict, free = rung.verdict, rung.free
         done.append(rung)
         gain, gain_se, beats = _gain(fit, below)
         rows.append({
-            "guide": name, "seconds": rung.seconds, "grad_evals": fit.num_grad_evals,
+            "guide": name, "seconds": time.perf_counter() - began,
+            "grad_evals": fit.num_grad_evals,
             "elbo": fit.elbo, "elbo_se": fit.elbo_se, "gain": gain, "gain_se": gain_se,
-            "khat": free.get("khat"), "verdict": verdict, "basis": basis,
+            "khat": free.get("khat"), "verdict": verdict, "basis": rung.basis,
             "verdict_without_reference": free["verdict"],
             "mean_error_bound": free.get("mean_error_bound_high"), "chosen": False,
             "why": ""})
@@ -301,7 +288,7 @@ def climb(
         elif _best_without_reference(rung):
             waiting = (i, "best")
         else:
-            rows[i]["why"] = f"{verdict}: {reasons[0] if reasons else ''}: climb"
+            rows[i]["why"] = f"{verdict}: {rung.reasons[0] if rung.reasons else ''}: climb"
     if answer is None and waiting is not None:  # the top rung
         answer, kind = waiting
         rows[answer]["why"] = f"{rows[answer]['verdict']}, and no richer rung: stop"
@@ -341,7 +328,9 @@ def fit(
     used by the ladder only. Every other argument is that of :func:`pyrovi.infer.fit`.
     """
     if guide == "auto":
-        return climb(model, data, *args, reference=reference, **kwargs)
+        options = inspect.signature(svi.fit).bind(model, data, guide, *args, **kwargs)
+        options.arguments.pop("guide")
+        return climb(reference=reference, **options.arguments)
     if reference is not None:
         raise ValueError("reference= is used by the guide ladder only (guide='auto')")
     return svi.fit(model, data, guide, *args, **kwargs)
