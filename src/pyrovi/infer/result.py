@@ -257,6 +257,12 @@ def estimate_elbo(model: Callable[..., Any], guide: Callable[..., Any], data: di
         pyro.set_rng_seed(seed)
         with torch.no_grad():
             return -float(Trace_ELBO().loss(model, guide, **data)), 0.0
+    return elbo_from_log_weights(logw)
+
+
+def elbo_from_log_weights(logw: np.ndarray) -> tuple[float, float]:
+    """The ELBO estimate (mean log weight) and its standard error, or ``(-inf, inf)`` for
+    weights that are not finite or above ``NUMERICAL_FAILURE`` (see :func:`estimate_elbo`)."""
     if not np.isfinite(logw).all() or logw.max() > NUMERICAL_FAILURE:
         return float("-inf"), float("inf")
     return float(np.mean(logw)), float(np.std(logw, ddof=1) / math.sqrt(len(logw)))
