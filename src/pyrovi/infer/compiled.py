@@ -18,9 +18,10 @@ The path is taken only where it gives the same numbers as the model run by Pyro:
 
 * the batched density of a few draws equals the unbatched density of each (the model
   broadcasts correctly under a particle plate), and
-* the traced graph equals the eager run at draws other than those it was traced at (no
-  control flow that depends on the latent values was frozen into it); a graph that
-  fails the check is dropped and the eager batched run is used instead.
+* the traced graph equals the eager run at draws other than those it was traced at (their
+  negation and a random perturbation: no control flow that depends on the latent values
+  was frozen into it); a graph that fails the check is dropped and the eager batched run
+  is used instead.
 
 :func:`flat_posterior` gives q of the Gaussian guides of :mod:`pyrovi.guides.gaussian` as
 one distribution over ``u`` with ``rsample``, ``log_prob`` and ``entropy``;
@@ -49,7 +50,6 @@ from pyrovi.guides.gaussian import (
     MeanFieldNormal,
     SiteSlices,
     deep_getattr,
-    site_slices,
 )
 from pyrovi.infer.util import in_particle_plate, model_trace
 
@@ -73,7 +73,8 @@ class LogDensity:
         Site name -> ``(start, end, unconstrained shape)`` of its block in ``u``
         (:func:`~pyrovi.guides.gaussian.site_slices`).
     nesting : int
-        The model's plate nesting; the particle plate sits left of it.
+        The model's plate nesting; the particle plate sits left of it (batched draws
+        only).
 
     Attributes
     ----------
@@ -85,7 +86,7 @@ class LogDensity:
     """
 
     def __init__(self, model: Callable[..., Any], data: dict[str, Any], sites: SiteSlices,
-                 nesting: int) -> None:
+                 nesting: int = 0) -> None:
         self.model = model
         self.data = data
         self.sites = sites
@@ -161,10 +162,10 @@ class LogDensity:
                 return None
         self.num_traces += 1
         with torch.no_grad():
-            other = example + torch.randn_like(example)
-            if not _close(graph(other), self.eager(other)):
-                self.compiled = False  # control flow on the latent values: not traceable
-                return None
+            for other in (-example, example + torch.randn_like(example)):
+                if not _close(graph(other), self.eager(other)):
+                    self.compiled = False  # control flow on latent values: not traceable
+                    return None
         self._graphs[u.shape[0]] = graph
         return graph
 

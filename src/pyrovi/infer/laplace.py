@@ -20,11 +20,9 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import torch
-from pyro import poutine
-from torch.distributions import biject_to
 
 from pyrovi.guides import GaussianStart, initial_start
-from pyrovi.infer.util import model_trace
+from pyrovi.infer.compiled import LogDensity
 
 MAP_RESTARTS = 4
 LAPLACE_MAX_DIM = 200
@@ -37,20 +35,11 @@ the search would run to its iteration cap five times over and end without a star
 def potential(model: Callable[..., Any], data: dict[str, Any], start: GaussianStart
               ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``u -> -log p(x, T(u)) - log |det J_T(u)|`` for the flat unconstrained vector ``u``
-    laid out as ``start.sites``."""
-    trace = model_trace(model, data)
-    transforms = {name: biject_to(trace.nodes[name]["fn"].support) for name in start.sites}
+    laid out as ``start.sites`` (minus :class:`~pyrovi.infer.compiled.LogDensity`)."""
+    density = LogDensity(model, data, start.sites)
 
     def fn(u: torch.Tensor) -> torch.Tensor:
-        values, log_det = {}, u.new_zeros(())
-        for name, (lo, hi, shape) in start.sites.items():
-            x = u[lo:hi].reshape(shape)
-            values[name] = transforms[name](x)
-            log_det = log_det + transforms[name].log_abs_det_jacobian(x, values[name]).sum()
-        conditioned = poutine.condition(model, data=values)
-        with poutine.block():
-            log_joint = poutine.trace(conditioned).get_trace(**data).log_prob_sum()
-        return -(log_joint + log_det)
+        return -density.eager(u)
 
     return fn
 
