@@ -106,7 +106,7 @@ def test_draws_and_entropy_are_those_of_q(family: str) -> None:
         draws, entropy = gaussian_draws(guide, 40_000)
         assert float(entropy.detach()) == pytest.approx(float(q.entropy().detach()), rel=1e-10)
         sd = q.variance.sqrt()
-        z = (draws.mean(0) - q.mean) / sd
+        z = (draws.detach().mean(0) - q.mean) / sd
         assert float(z.abs().max()) < 5.0 / math.sqrt(40_000) * 1.5
         cov = torch.cov(draws.T.detach())
         assert torch.allclose(cov, q.covariance_matrix if family != "mean_field"

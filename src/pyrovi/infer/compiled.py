@@ -161,8 +161,11 @@ class LogDensity:
                 self.compiled = False
                 return None
         self.num_traces += 1
-        with torch.no_grad():
-            for other in (-example, example + torch.randn_like(example)):
+        with torch.no_grad():  # the check draws from its own generator: a fit's stream of
+            # random numbers must not depend on when a graph is traced (resumed fits)
+            noise = torch.randn(example.shape, dtype=example.dtype,
+                                generator=torch.Generator().manual_seed(0))
+            for other in (-example, example + noise.to(example.device)):
                 if not _close(graph(other), self.eager(other)):
                     self.compiled = False  # control flow on latent values: not traceable
                     return None
@@ -179,6 +182,16 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     scale = 1.0 + b[finite].abs()
     return bool(((a[finite] - b[finite]).abs() <= TRACE_CHECK_RTOL * scale).all())
+
+
+def probe_draws(guide: Any, num: int = 2) -> torch.Tensor:
+    """``num`` draws near q of a Gaussian guide (its mean plus independent noise of its
+    marginal sds) from a generator of their own: the global random stream is untouched."""
+    with torch.no_grad():
+        q = flat_posterior(guide)
+        noise = torch.randn((num, *q.event_shape), dtype=q.mean.dtype,
+                            generator=torch.Generator().manual_seed(0))
+        return q.mean + noise.to(q.mean.device) * q.variance.sqrt()
 
 
 def batch_agrees(density: LogDensity, u: torch.Tensor) -> bool:

@@ -11,22 +11,27 @@ statistics ArviZ expects (``diverging``, ``tree_depth``, ``step_size``, ``energy
 
 Where the time goes, and the Laplace start
 ------------------------------------------
-Pyro's NUTS builds its trees in Python: a leapfrog step costs about 0.5 ms on a small
-model whatever the potential (the JIT-compiled potential and its gradient are about 0.2
-ms of it), so a run costs what its gradient evaluations number. Warm-up starts with an
-identity mass matrix, and until the end of the first adaptation window (step 100) a badly
-scaled posterior needs trees of hundreds of steps: on posteriordb's kidiq regression
-(intercept sd 6, slope sd 0.06) 21,000 of a chain's 29,600 gradient evaluations, 71% of
-the run. So the chains start their adaptation from the Laplace approximation instead:
-before they start, the posterior mode and the inverse Hessian there are found once
-(:func:`pyrovi.infer.laplace.find_map`, tens of milliseconds on a small model), and the
-inverse Hessian (its diagonal for a diagonal mass matrix) is every chain's initial inverse
-mass matrix. Pyro's windowed adaptation goes on as before and replaces it at the end of
-its first window; on kidiq the first 100 steps then take about 450 gradient evaluations.
-Where there is no Laplace approximation (no mode with a positive-definite Hessian, more
-than ``LAPLACE_MAX_DIM`` dimensions, discrete sites) the chains start from the identity,
-as Pyro does. The chains' initial points are Pyro's (uniform in (-2, 2), unconstrained),
-not the mode, so that R-hat still compares chains from different starts.
+Pyro's NUTS builds its trees in Python: a leapfrog step costs about 0.45 ms on a small
+model (the JIT-compiled potential and its gradient are 0.2 ms of it, the rest is the tree
+building), so a run costs what its gradient evaluations number. Started as Pyro starts
+(a point uniform in (-2, 2) in the unconstrained space, an identity mass matrix), a
+badly scaled posterior needs trees of hundreds of steps until the first adaptation
+window ends at step 100: on posteriordb's kidiq regression (intercept sd 6, slope sd
+0.06, correlation -0.99) 21,000 of a chain's 29,600 gradient evaluations, 71% of the run.
+So the chains start from the Laplace approximation instead. Before they start, the
+posterior mode and the inverse Hessian there, ``L L^T``, are found once
+(:func:`pyrovi.infer.laplace.find_map`: 0.1 s on kidiq, a few seconds on a model with
+thousands of data points and tens of parameters). Each chain starts at
+``mode + L u`` with ``u`` uniform in (-2, 2)^d, Pyro's random start in the posterior's
+own scale (the chains still start apart, for R-hat), and ``L L^T`` (its diagonal for a
+diagonal mass matrix) is its initial inverse mass matrix; Pyro's windowed adaptation then
+goes on as before. On kidiq a chain takes 9,800 gradient evaluations instead of 29,600.
+(The metric alone is not enough: started far from the mode, a chain with a metric of the
+posterior's scale crawls, and on posteriordb's diamonds it took more evaluations than
+Pyro's start.) Where there is no Laplace approximation (no mode with a positive-definite
+Hessian, such as a centred hierarchical model; more than ``LAPLACE_MAX_DIM`` dimensions;
+sites that are not the kernel's, such as enumerated discrete ones) a chain starts as Pyro
+starts it.
 
 Draws sized to the effective sample size
 ----------------------------------------
@@ -88,10 +93,11 @@ class ReferenceQualityWarning(UserWarning):
 
 class _RecordingNUTS(NUTS):
     """NUTS that records tree depth and the Hamiltonian of every transition, and starts
-    its adaptation from a given inverse mass matrix.
+    from a Laplace approximation when given one: its initial point is drawn around the
+    mode and its adaptation starts from the covariance as inverse mass matrix.
 
-    Relies on ``NUTS._build_tree``, ``HMC._sample_r``, ``HMC._initialize_adapter`` and
-    ``HMC._adapter`` of pyro-ppl 1.9.
+    Relies on ``NUTS._build_tree``, ``HMC._sample_r``, ``HMC._initialize_model_properties``,
+    ``HMC._initialize_adapter`` and ``HMC._adapter`` of pyro-ppl 1.9.
     """
 
     def __init__(self, model: Callable[..., Any], start: GaussianStart | None,
@@ -106,12 +112,20 @@ class _RecordingNUTS(NUTS):
         self._energy = float("nan")
         super().setup(warmup_steps, *args, **kwargs)
 
+    def _initialize_model_properties(self, model_args: Any, model_kwargs: Any) -> None:
+        super()._initialize_model_properties(model_args, model_kwargs)
+        if self._start is not None and not _same_sites(self._start, self.initial_params):
+            self._start = None  # e.g. enumerated discrete sites: Pyro's start as it is
+        if self._start is not None:
+            point = _initial_point(self._start, self.initial_params, self.potential_fn)
+            if point is not None:
+                self.initial_params = point
+
     def _initialize_adapter(self) -> None:
         super()._initialize_adapter()
-        inverse_mass = _inverse_mass(self._start, self.initial_params,
-                                     self.inverse_mass_matrix)
-        if inverse_mass is not None:
-            self.mass_matrix_adapter.inverse_mass_matrix = inverse_mass
+        if self._start is not None:
+            self.mass_matrix_adapter.inverse_mass_matrix = _inverse_mass(
+                self._start, self.inverse_mass_matrix)
             if self._adapter.adapt_step_size:  # a step size that suits the new metric
                 self._adapter.reset_step_size_adaptation(self.initial_params)
 
@@ -140,18 +154,42 @@ class _RecordingNUTS(NUTS):
         return out
 
 
-def _inverse_mass(start: GaussianStart | None, params: dict[str, torch.Tensor],
-                  blocks: dict[tuple[str, ...], torch.Tensor]
-                  ) -> dict[tuple[str, ...], torch.Tensor] | None:
-    """Pyro's inverse mass matrix blocks filled from the covariance of ``start``; None when
-    there is no start or its sites are not the kernel's."""
-    if start is None or set(start.sites) != set(params) or any(
-            hi - lo != params[name].numel() for name, (lo, hi, _) in start.sites.items()):
-        return None
+def _same_sites(start: GaussianStart, params: dict[str, torch.Tensor]) -> bool:
+    """Whether ``start`` lays out exactly the kernel's unconstrained sites."""
+    return set(start.sites) == set(params) and all(
+        hi - lo == params[name].numel() for name, (lo, hi, _) in start.sites.items())
+
+
+def _covariance(start: GaussianStart) -> torch.Tensor:
     if start.scale_tril is not None:
-        covariance = start.scale_tril @ start.scale_tril.T
-    else:
-        covariance = torch.diag(start.std**2)
+        return start.scale_tril @ start.scale_tril.T
+    return torch.diag(start.std**2)
+
+
+def _initial_point(start: GaussianStart, params: dict[str, torch.Tensor],
+                   potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                   tries: int = 10) -> dict[str, torch.Tensor] | None:
+    """A point ``mode + L u`` with ``u`` uniform in (-2, 2)^d: Stan's and Pyro's random
+    start, in the posterior's own scale (``L L^T`` the Laplace covariance) around its mode,
+    so chains start apart and in the bulk; None if no try has a finite potential."""
+    for _ in range(tries):
+        u = torch.empty_like(start.loc).uniform_(-2.0, 2.0)
+        flat = start.loc + (start.scale_tril @ u if start.scale_tril is not None
+                            else start.std * u)
+        point = {name: flat[lo:hi].reshape(params[name].shape).to(params[name])
+                 for name, (lo, hi, _) in start.sites.items()}
+        try:
+            if torch.isfinite(potential_fn(point)).all():
+                return point
+        except (ValueError, RuntimeError):  # invalid distribution parameters there
+            continue
+    return None
+
+
+def _inverse_mass(start: GaussianStart, blocks: dict[tuple[str, ...], torch.Tensor]
+                  ) -> dict[tuple[str, ...], torch.Tensor]:
+    """Pyro's inverse mass matrix blocks filled from the covariance of ``start``."""
+    covariance = _covariance(start)
     out = {}
     for names, current in blocks.items():
         index = torch.cat([torch.arange(*start.sites[name][:2]) for name in names])

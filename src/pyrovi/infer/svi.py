@@ -75,9 +75,9 @@ from pyrovi.infer.compiled import (
     LogDensity,
     batch_agrees,
     compiled_path,
-    flat_posterior,
     gaussian_draws,
     log_weights,
+    probe_draws,
 )
 from pyrovi.infer.laplace import find_map
 from pyrovi.infer.objectives import (
@@ -377,6 +377,7 @@ class SVIRun:
         self.region_retreats = 0
         self.failure: str | None = None
         self.start_spreads: dict[str, float] = {}
+        self.other_starts: list[tuple[str, dict[str, torch.Tensor]]] = []
         self.second_stage = second_stage
         self.compiled = compiled
         self.density: LogDensity | None = None
@@ -508,9 +509,7 @@ class SVIRun:
             density = self._densities.get(repr(sites))
             if density is None:
                 density = LogDensity(self.model, self.data, sites, self.nesting)
-                with torch.no_grad():
-                    probe = flat_posterior(guide).sample((2,))
-                if batch_agrees(density, probe):
+                if batch_agrees(density, probe_draws(guide)):
                     self._densities[repr(sites)] = density
                 else:
                     why, density = "the model's batched density differs from its own", None
@@ -686,6 +685,8 @@ class SVIRun:
         _, snapshot, _, start_state, start_elbo = chosen
         self._restore_snapshot(snapshot, guide)
         self.start_state, self.start_elbo = start_state, start_elbo
+        self.other_starts = [(f[2].source if f[2] is not None else "none", f[3])
+                             for f in finalists.values() if f is not chosen and f[3]]
         self.history["trial"] = trials
         self.num_grad_evals = evals  # every trial's steps count
 
@@ -790,6 +791,7 @@ class SVIRun:
             "start_name": getattr(self, "start_name", "none"),
             "start_state": getattr(self, "start_state", {}),
             "start_elbo": getattr(self, "start_elbo", None),
+            "other_starts": list(self.other_starts),
             "region_state": self.region_state,
             "region_retreats": self.region_retreats,
             "region_khat": self.region_khat,
@@ -820,6 +822,7 @@ class SVIRun:
         self.start_name = snap["start_name"]
         self.start_state = snap["start_state"]
         self.start_elbo = snap["start_elbo"]
+        self.other_starts = list(snap.get("other_starts", []))
         if snap.get("region_state") is not None:
             self.region_state = snap["region_state"]
         self.region_retreats = int(snap.get("region_retreats", 0))
@@ -1157,22 +1160,25 @@ class SVIRun:
             model, guide = self._pair_from_state(state)
             elbo, se = self._elbo_of(model, guide, ELBO_ESTIMATE_PARTICLES) \
                 if self.batches is None else self._estimate(ELBO_ESTIMATE_PARTICLES)
-            start_used = False
+            start_used, returned_name = False, self.start_name
             if self.start_elbo is not None and self.start_state and self.batches is None:
                 start_model, start_guide = self._pair_from_state(self.start_state)
                 if self.objective.judged_by_elbo:
-                    start_elbo, start_se = self._elbo_of(start_model, start_guide,
-                                                         ELBO_ESTIMATE_PARTICLES)
-                    start_better = start_elbo > elbo
+                    found = self._best_start(model, guide)
+                    start_better = found is not None
+                    if found is not None:
+                        start_model, start_guide, start_state, start_name, start_elbo, \
+                            start_se = found
                 else:  # judged by the objective's own value, the ELBO reported either way
                     gain = self._gain(self.start_state, state, ELBO_ESTIMATE_PARTICLES)
                     start_better = gain is not None and gain[0] < 0
                     if start_better:
                         start_elbo, start_se = estimate_elbo(start_model, start_guide,
                                                              self.data, seed=self.seed)
+                    start_state, start_name = self.start_state, self.start_name
                 if start_better:
-                    model, guide, state = start_model, start_guide, self.start_state
-                    elbo, se, start_used = start_elbo, start_se, True
+                    model, guide, state = start_model, start_guide, start_state
+                    elbo, se, start_used, returned_name = start_elbo, start_se, True, start_name
             objective = self._objective_estimate(model, guide, elbo, se)
         converged = self.converged if converged is None else converged
         history = {**self.history, "plateau_steps": list(self.schedule.plateau_steps),
@@ -1203,8 +1209,49 @@ class SVIRun:
             elbo=elbo, elbo_se=se, guide_name=self.guide_name, elbo_name=self.elbo_name,
             converged=converged, seed=self.seed,
             params=state, module_local_params=self.local_params,
-            num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=self.start_name,
+            num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=returned_name,
             history=history)
+
+    def _best_start(self, model: Callable[..., Any], guide: Any) -> tuple[Any, ...] | None:
+        """The start to return instead of the fitted ``guide``, or None (ELBO families).
+
+        Every start of the trial is a candidate (the chosen one and the others: the
+        Laplace start is exact on a Gaussian posterior, where the fit can only wander
+        about it). A candidate replaces the current best when its ELBO is higher on the
+        same draws, or ties it (paired difference within 2 se) with log weights of smaller
+        variance: ``Var_q[log w]`` is zero only at ``q = p``, so of two guides the ELBO
+        cannot tell apart it prefers the one nearer the posterior.
+
+        Returns
+        -------
+        tuple or None
+            ``(model, guide, state, start name, elbo, se)`` of the start to return.
+        """
+        try:
+            best_lw = self._log_weights(model, guide, ELBO_ESTIMATE_PARTICLES)
+        except (ValueError, RuntimeError):
+            return None
+        if not np.isfinite(best_lw).all():
+            best_lw = np.full_like(best_lw, -np.inf)
+        best = None
+        for name, state in [(self.start_name, self.start_state), *self.other_starts]:
+            start_model, start_guide = self._pair_from_state(state)
+            try:
+                lw = self._log_weights(start_model, start_guide, ELBO_ESTIMATE_PARTICLES)
+            except (ValueError, RuntimeError):
+                continue
+            if not np.isfinite(lw).all():
+                continue
+            if np.isfinite(best_lw).all():
+                diff = lw - best_lw
+                gain = float(np.mean(diff))
+                tie = gain >= -2.0 * float(np.std(diff, ddof=1)) / math.sqrt(len(diff))
+                if not (gain > 0 or (tie and np.var(lw) < np.var(best_lw))):
+                    continue
+            best, best_lw = (start_model, start_guide, state, name), lw
+        if best is None:
+            return None
+        return (*best, *elbo_from_log_weights(best_lw))
 
     def _objective_estimate(self, model: Callable[..., Any], guide: Callable[..., Any],
                             elbo: float, elbo_se: float) -> dict[str, Any]:
