@@ -51,7 +51,7 @@ from pyrovi.guides.gaussian import (
     SiteSlices,
     deep_getattr,
 )
-from pyrovi.infer.util import in_particle_plate, model_trace
+from pyrovi.infer.util import in_particle_plate, max_plate_nesting, model_trace
 
 TRACE_CHECK_RTOL = 1e-6
 """Relative tolerance (of the density's scale) of the checks that the batched run equals
@@ -72,9 +72,9 @@ class LogDensity:
     sites : dict
         Site name -> ``(start, end, unconstrained shape)`` of its block in ``u``
         (:func:`~pyrovi.guides.gaussian.site_slices`).
-    nesting : int
-        The model's plate nesting; the particle plate sits left of it (batched draws
-        only).
+    nesting : int, optional
+        The model's plate nesting; the particle plate sits left of it. By default read
+        from a trace of the model.
 
     Attributes
     ----------
@@ -86,13 +86,13 @@ class LogDensity:
     """
 
     def __init__(self, model: Callable[..., Any], data: dict[str, Any], sites: SiteSlices,
-                 nesting: int = 0) -> None:
+                 nesting: int | None = None) -> None:
         self.model = model
         self.data = data
         self.sites = sites
-        self.nesting = nesting
         self.dim = max((hi for _, hi, _ in sites.values()), default=0)
         trace = model_trace(model, data)
+        self.nesting = max_plate_nesting(trace) if nesting is None else nesting
         self.transforms = {name: biject_to(trace.nodes[name]["fn"].support)
                            for name in sites}
         self.event_dims = {name: trace.nodes[name]["fn"].event_dim + len(shape)
@@ -163,8 +163,7 @@ class LogDensity:
         self.num_traces += 1
         with torch.no_grad():  # the check draws from its own generator: a fit's stream of
             # random numbers must not depend on when a graph is traced (resumed fits)
-            noise = torch.randn(example.shape, dtype=example.dtype,
-                                generator=torch.Generator().manual_seed(0))
+            noise = probe_noise(tuple(example.shape), example.dtype)
             for other in (-example, example + noise.to(example.device)):
                 if not _close(graph(other), self.eager(other)):
                     self.compiled = False  # control flow on latent values: not traceable
@@ -184,14 +183,19 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(((a[finite] - b[finite]).abs() <= TRACE_CHECK_RTOL * scale).all())
 
 
+def probe_noise(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise from a generator of its own (seed 0, on the CPU): checks that
+    draw it leave the global random stream, and so a fit's draws, untouched."""
+    return torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+
+
 def probe_draws(guide: Any, num: int = 2) -> torch.Tensor:
     """``num`` draws near q of a Gaussian guide (its mean plus independent noise of its
-    marginal sds) from a generator of their own: the global random stream is untouched."""
+    marginal sds), from :func:`probe_noise`."""
     with torch.no_grad():
         q = flat_posterior(guide)
-        noise = torch.randn((num, *q.event_shape), dtype=q.mean.dtype,
-                            generator=torch.Generator().manual_seed(0))
-        return q.mean + noise.to(q.mean.device) * q.variance.sqrt()
+        noise = probe_noise((num, *q.event_shape), q.mean.dtype).to(q.mean.device)
+        return q.mean + noise * q.variance.sqrt()
 
 
 def batch_agrees(density: LogDensity, u: torch.Tensor) -> bool:

@@ -1,7 +1,8 @@
 """The posterior mode (MAP) and the Laplace approximation there, as a start for a fit.
 
 The search runs SciPy's L-BFGS-B on the model's potential (minus the log joint density
-in the unconstrained space, log-Jacobians included) as a function of one flat vector, in
+in the unconstrained space, log-Jacobians included: :class:`~pyrovi.infer.compiled.
+LogDensity`, traced once where the model allows) as a function of one flat vector, in
 float64 whatever the data's dtype. A point where the log density or its gradient is
 non-finite (an overflowing recursion, a scale underflowing to zero) is handed to the line
 search as ``+inf``: a rejected point, so it backtracks and shortens the step instead of
@@ -22,7 +23,7 @@ import scipy.optimize
 import torch
 
 from pyrovi.guides import GaussianStart, initial_start
-from pyrovi.infer.compiled import LogDensity
+from pyrovi.infer.compiled import LogDensity, batch_agrees, probe_noise
 
 MAP_RESTARTS = 4
 LAPLACE_MAX_DIM = 200
@@ -30,18 +31,6 @@ LAPLACE_MAX_DIM = 200
 are mostly models with a latent value per data point (factor scores, abilities), whose
 joint density has no mode (a residual sd shrinks while the latents fit the data exactly):
 the search would run to its iteration cap five times over and end without a start."""
-
-
-def potential(model: Callable[..., Any], data: dict[str, Any], start: GaussianStart
-              ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``u -> -log p(x, T(u)) - log |det J_T(u)|`` for the flat unconstrained vector ``u``
-    laid out as ``start.sites`` (minus :class:`~pyrovi.infer.compiled.LogDensity`)."""
-    density = LogDensity(model, data, start.sites)
-
-    def fn(u: torch.Tensor) -> torch.Tensor:
-        return -density.eager(u)
-
-    return fn
 
 
 def find_map(model: Callable[..., Any], data: dict[str, Any], seed: int = 0
@@ -64,18 +53,27 @@ def find_map(model: Callable[..., Any], data: dict[str, Any], seed: int = 0
     if dim > LAPLACE_MAX_DIM:
         return None, 0, f"{dim} dimensions: above LAPLACE_MAX_DIM"
     try:
-        fn = potential(model, data, init)
+        density = LogDensity(model, data, init.sites)
     except Exception as exc:  # noqa: BLE001 - e.g. discrete latent sites
         return None, 0, f"no potential function ({type(exc).__name__}: {exc})"
     evals = 0
     dtype = init.loc.dtype
+    # the search evaluates the traced graph (one draw in a particle plate) where the model
+    # broadcasts correctly; the Hessian differentiates twice, through the eager density
+    traced = batch_agrees(density, init.loc + 0.1 * probe_noise((2, dim), dtype))
+
+    def fn(u: torch.Tensor) -> torch.Tensor:
+        return -density.eager(u)
+
+    def search_fn(u: torch.Tensor) -> torch.Tensor:
+        return -density(u[None])[0] if traced else fn(u)
 
     def value_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal evals
         evals += 1
         u = torch.as_tensor(x, dtype=dtype).requires_grad_(True)
         try:
-            value = fn(u)
+            value = search_fn(u)
             (grad,) = torch.autograd.grad(value, u)
         except (ValueError, RuntimeError):  # invalid distribution parameters
             return np.inf, np.zeros_like(x)

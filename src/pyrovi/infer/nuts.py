@@ -71,6 +71,7 @@ import pyro
 import torch
 import xarray as xr
 from pyro.infer.mcmc import NUTS
+from pyro.poutine.runtime import am_i_wrapped
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
@@ -215,9 +216,13 @@ def _laplace_start(model: Callable[..., Any], data: dict[str, Any], seed: int
 
 @contextlib.contextmanager
 def _as_mcmc() -> Iterator[None]:
-    """What ``pyro.infer.mcmc.MCMC.run`` puts around a kernel: no outer handlers, no
-    distribution validation (NaNs are expected while the step size adapts)."""
-    with pyro.poutine.block(), pyro.validation_enabled(False):
+    """What ``pyro.infer.mcmc.MCMC.run`` puts around a kernel: no distribution validation
+    (NaNs are expected while the step size adapts) and the kernel's own sample statements
+    hidden from outer handlers. ``MCMC.run`` always blocks; here a block is pushed only
+    when there are outer handlers, since without any a sample statement skips the handler
+    stack altogether (the NUTS kernel makes 3 to 4 of them per leapfrog step)."""
+    hide = pyro.poutine.block() if am_i_wrapped() else contextlib.nullcontext()
+    with hide, pyro.validation_enabled(False):
         yield
 
 

@@ -183,7 +183,7 @@ def guide_log_weights(
                 "the guide is a point mass (every sample site is a Delta, e.g. a MAP guide): "
                 "it has no density, so importance weights and k-hat are undefined"
             )
-        nesting = max(_max_plate_nesting(guide_tr), _max_plate_nesting(model_tr))
+        nesting = max(max_plate_nesting(guide_tr), max_plate_nesting(model_tr))
         shapes = {name: site["value"].shape for name, site in _sample_sites(guide_tr)}
         try:
             log_w = _vectorized_log_weights(model, guide, data, num_samples, nesting, shapes)
@@ -228,7 +228,7 @@ def plate_nesting(model: Callable[..., Any], guide: Callable[..., Any],
     """How many plate dimensions ``model(**data)`` and ``guide(**data)`` use at most."""
     with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
         guide_tr, model_tr = _traces(model, guide, dict(data))
-    return max(_max_plate_nesting(guide_tr), _max_plate_nesting(model_tr))
+    return max(max_plate_nesting(guide_tr), max_plate_nesting(model_tr))
 
 
 def batch_safe(model: Callable[..., Any], guide: Callable[..., Any], data: Mapping[str, Any],
@@ -242,7 +242,7 @@ def batch_safe(model: Callable[..., Any], guide: Callable[..., Any], data: Mappi
     data = dict(data)
     with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
         guide_tr, model_tr = _traces(model, guide, data)
-        nesting = max(_max_plate_nesting(guide_tr), _max_plate_nesting(model_tr))
+        nesting = max(max_plate_nesting(guide_tr), max_plate_nesting(model_tr))
         shapes = {name: site["value"].shape for name, site in _sample_sites(guide_tr)}
         try:
             _vectorized_log_weights(model, guide, data, num_particles, nesting, shapes)
@@ -279,7 +279,8 @@ def _sample_sites(trace: poutine.Trace) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _max_plate_nesting(trace: poutine.Trace) -> int:
+def max_plate_nesting(trace: poutine.Trace) -> int:
+    """How many plate dimensions the sample sites of ``trace`` use at most."""
     nesting = 0
     for _, site in _sample_sites(trace):
         for frame in site["cond_indep_stack"]:
