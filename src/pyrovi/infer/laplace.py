@@ -15,6 +15,7 @@ the best mode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,11 +27,68 @@ from pyrovi.guides import GaussianStart, initial_start
 from pyrovi.infer.compiled import LogDensity, batch_agrees, probe_noise
 
 MAP_RESTARTS = 4
+NEWTON_STEPS = 10
+NEWTON_DECREMENT = 1e-8
+"""L-BFGS stops on a small relative change of the potential, which on a badly scaled
+posterior (a regression on raw units with a correlation of -0.9999, posteriordb's
+earnings) can leave it many posterior sds along a ridge from the mode; Newton steps finish
+the search (:func:`newton_polish`) until ``g^T H^-1 g``, twice the decrease a Newton step
+predicts, is below this."""
 LAPLACE_MAX_DIM = 200
 """Above this many unconstrained dimensions there is no Laplace start. Models that large
 are mostly models with a latent value per data point (factor scores, abilities), whose
 joint density has no mode (a residual sd shrinks while the latents fit the data exactly):
 the search would run to its iteration cap five times over and end without a start."""
+
+
+def newton_polish(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  max_steps: int = NEWTON_STEPS) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Newton steps on the potential ``fn`` from ``x`` (the end of the L-BFGS search).
+
+    Each step solves with the Hessian (which the Laplace approximation needs anyway) and
+    backtracks until the potential falls by a quarter of the predicted decrease; the
+    steps stop when the Newton decrement ``g^T H^-1 g`` is below ``NEWTON_DECREMENT``,
+    where the Hessian is not positive definite, or when no step lowers the potential.
+
+    Returns
+    -------
+    x : torch.Tensor
+        The polished point.
+    hessian : torch.Tensor
+        The Hessian of ``fn`` at ``x``.
+    num_evals : int
+        Gradient evaluations spent (a Hessian counts ``len(x)``).
+    """
+    evals = 0
+    for step_number in range(max_steps + 1):
+        u = x.detach().requires_grad_(True)
+        value = fn(u)
+        (grad,) = torch.autograd.grad(value, u)
+        hessian = torch.autograd.functional.hessian(fn, x.detach())
+        evals += 1 + len(x)
+        try:
+            chol = torch.linalg.cholesky(0.5 * (hessian + hessian.T))
+        except RuntimeError:  # not a local minimum's neighbourhood: no Newton step
+            break
+        step = -torch.cholesky_solve(grad.detach()[:, None], chol)[:, 0]
+        decrement = float(-(grad.detach() @ step))
+        if step_number == max_steps or not decrement >= NEWTON_DECREMENT:
+            break
+        size, current = 1.0, float(value.detach())
+        while size > 1e-6:
+            try:
+                with torch.no_grad():
+                    trial = float(fn(x + size * step))
+            except (ValueError, RuntimeError):  # invalid distribution parameters
+                trial = math.inf
+            evals += 1
+            if trial <= current - 0.25 * size * decrement:
+                break
+            size *= 0.5
+        else:
+            break
+        x = (x + size * step).detach()
+    return x.detach(), hessian, evals
 
 
 def find_map(model: Callable[..., Any], data: dict[str, Any], seed: int = 0
@@ -95,11 +153,12 @@ def find_map(model: Callable[..., Any], data: dict[str, Any], seed: int = 0
                                                   "gtol": 1e-8})
         if not np.isfinite(result.fun):
             continue
-        mode = torch.as_tensor(result.x, dtype=dtype)
         try:
-            hessian = torch.autograd.functional.hessian(fn, mode.double() if dtype ==
-                                                        torch.float64 else mode)
-            evals += dim
+            mode, hessian, polish_evals = newton_polish(fn, torch.as_tensor(result.x,
+                                                                            dtype=dtype))
+            evals += polish_evals
+            with torch.no_grad():
+                value = float(fn(mode))
             scale_tril = torch.linalg.cholesky(torch.linalg.inv(
                 0.5 * (hessian + hessian.T).double())).to(dtype)
         except (RuntimeError, ValueError) as exc:
@@ -108,8 +167,8 @@ def find_map(model: Callable[..., Any], data: dict[str, Any], seed: int = 0
         if not torch.isfinite(scale_tril).all():
             why = "the Hessian at the mode is not finite"
             continue
-        if best is None or result.fun < best[0]:
-            best = (result.fun, GaussianStart(mode, scale_tril, init.sites, "laplace"))
+        if best is None or value < best[0]:
+            best = (value, GaussianStart(mode, scale_tril, init.sites, "laplace"))
         if attempt == 0:
             break  # the usual case: the first search found a mode
     if best is None:
