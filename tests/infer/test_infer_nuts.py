@@ -7,7 +7,10 @@ import warnings
 
 import arviz as az
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
+import torch
 
 import pyrovi
 from pyrovi.models import beta_bernoulli, normal_normal
@@ -63,7 +66,7 @@ def test_cache_is_reused_and_corruption_is_detected(tmp_path, monkeypatch) -> No
         entries = list(tmp_path.glob("*.nc"))
         assert len(entries) == 1
         calls = []
-        monkeypatch.setattr(nuts_module, "_run_chain",
+        monkeypatch.setattr(nuts_module, "_Chain",
                             lambda *a: calls.append(a) or pytest.fail("cache not used"))
         again = pyrovi.nuts(beta_bernoulli.model, data, **kwargs)
         assert np.array_equal(first.posterior["p"].values, again.posterior["p"].values)
@@ -84,3 +87,95 @@ def test_cache_key_depends_on_data_and_settings() -> None:
     assert base != nuts_module.cache_key(beta_bernoulli.model, other, {"num_samples": 10})
     assert base != nuts_module.cache_key(beta_bernoulli.model, data, {"num_samples": 11})
     assert base != nuts_module.cache_key(normal_normal.model, data, {"num_samples": 10})
+
+
+def test_target_ess_stops_early_with_enough_ess(tmp_path, monkeypatch) -> None:
+    """An ESS-sized run on the conjugate normal mean (8 parameters): it stops at the first
+    block boundary where every bulk ESS is >= 400 and R-hat <= 1.01, well before the cap,
+    and its means match the exact posterior within Monte Carlo error."""
+    monkeypatch.setenv("PYROVI_CACHE_DIR", str(tmp_path))
+    data = normal_normal.load_data()
+    settings = dict(num_samples=2000, num_warmup=300, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pyrovi.ReferenceQualityWarning)  # it passes the check
+        idata = pyrovi.nuts(normal_normal.model, data, target_ess=nuts_module.ESS_MIN,
+                            **settings)
+    draws = idata.posterior.sizes["draw"]
+    assert draws < settings["num_samples"] and draws % nuts_module.ESS_BLOCK == 0
+    assert float(az.ess(idata, method="bulk")["mu"].min()) >= nuts_module.ESS_MIN
+    assert float(az.rhat(idata)["mu"].max()) <= nuts_module.RHAT_MAX
+    # one block fewer would not have passed: the run stops at the first block that does
+    shorter = idata.posterior.isel(draw=slice(0, draws - nuts_module.ESS_BLOCK))
+    if shorter.sizes["draw"] >= 4:
+        rhat, ess = nuts_module._worst_rhat_and_ess(shorter)
+        assert ess < nuts_module.ESS_MIN or rhat > nuts_module.RHAT_MAX
+    exact = normal_normal.exact_posterior(data)["mu"]
+    mean = idata.posterior["mu"].mean(("chain", "draw")).values
+    mcse = az.mcse(idata, var_names=["mu"], method="mean")["mu"].values
+    # 4 Monte Carlo standard errors: each of the 8 comparisons fails w.p. < 1e-4
+    assert np.all(np.abs(mean - exact.mean.numpy()) < 4 * mcse)
+    assert idata.sample_stats["lp"].shape == (2, draws)
+    # the setting is part of the cache key: the fixed-size run of the same settings is not it
+    cached = nuts_module.cached_reference(normal_normal.model, data,
+                                          target_ess=nuts_module.ESS_MIN, **settings)
+    assert cached is not None and cached.posterior.sizes["draw"] == draws
+    assert nuts_module.cached_reference(normal_normal.model, data, **settings) is None
+    assert nuts_module.cached_reference(normal_normal.model, data, target_ess=1000,
+                                        **settings) is None
+
+
+def test_chains_give_the_same_draws_in_processes_and_in_turn(tmp_path, monkeypatch) -> None:
+    """Each chain has its own random stream: the chains interleaved block by block in one
+    process give the draws of their own processes. An unreachable target runs to the cap,
+    a part block included."""
+    monkeypatch.setenv("PYROVI_CACHE_DIR", str(tmp_path))
+    data = beta_bernoulli.load_data()
+    kwargs = dict(num_samples=150, num_warmup=50, num_chains=2, target_ess=1e9, cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyrovi.ReferenceQualityWarning)
+        parallel = pyrovi.nuts(beta_bernoulli.model, data, **kwargs)
+        monkeypatch.setattr(nuts_module, "_can_fork", lambda: False)
+        sequential = pyrovi.nuts(beta_bernoulli.model, data, **kwargs)
+    assert parallel.posterior["p"].shape == (2, 150)
+    np.testing.assert_array_equal(parallel.posterior["p"].values, sequential.posterior["p"].values)
+    np.testing.assert_array_equal(parallel.sample_stats["tree_depth"].values,
+                                  sequential.sample_stats["tree_depth"].values)
+    assert not np.array_equal(parallel.posterior["p"].values[0], parallel.posterior["p"].values[1])
+
+
+def _two_coefficients(x: torch.Tensor, y: torch.Tensor) -> None:
+    slope = pyro.sample("slope", dist.Normal(x.new_zeros(()), 10.0))  # before "intercept"
+    intercept = pyro.sample("intercept", dist.Normal(x.new_zeros(()), 10.0))
+    with pyro.plate("data", len(x)):
+        pyro.sample("y", dist.Normal(intercept + slope * x, 0.5), obs=y)
+
+
+def test_chains_start_from_the_laplace_approximation() -> None:
+    """A Gaussian linear model: the Laplace approximation is the exact posterior. A chain's
+    initial inverse mass matrix is its covariance, laid out in Pyro's site order, and its
+    initial point is ``mode + L u`` with ``u`` in (-2, 2)^2, different for each seed."""
+    x = torch.linspace(2.0, 4.0, 20, dtype=torch.float64)  # slope and intercept correlate
+    y = 1.0 + 0.5 * x + 0.5 * torch.randn(20, dtype=torch.float64)
+    design = torch.stack([torch.ones_like(x), x], dim=1)  # (intercept, slope): sorted names
+    exact_cov = torch.linalg.inv(design.T @ design / 0.25 + torch.eye(2) / 100.0)
+    data = {"x": x, "y": y}
+    start = nuts_module._laplace_start(_two_coefficients, data, seed=0)
+    assert start is not None
+    dense = nuts_module._Chain(_two_coefficients, data, 0, 0, True, start, False, 0)
+    inverse_mass = dense.kernel.inverse_mass_matrix[("intercept", "slope")]
+    torch.testing.assert_close(inverse_mass, exact_cov, rtol=1e-4, atol=0.0)
+    diagonal = nuts_module._Chain(_two_coefficients, data, 0, 1, False, start, False, 1)
+    torch.testing.assert_close(diagonal.kernel.inverse_mass_matrix[("intercept", "slope")],
+                               exact_cov.diagonal(), rtol=1e-4, atol=0.0)
+    order = sorted(start.sites, key=lambda name: start.sites[name][0])  # the trace's order
+    assert order == ["slope", "intercept"]
+    exact_mean = (exact_cov @ (design.T @ y / 0.25)).flip(0)  # in that order
+    torch.testing.assert_close(start.loc, exact_mean, rtol=1e-5, atol=0.0)
+    starts = []
+    for chain in (dense, diagonal):
+        point = torch.stack([chain.kernel.initial_params[name] for name in order])
+        u = torch.linalg.solve_triangular(start.scale_tril, (point - start.loc)[:, None],
+                                          upper=False)
+        assert u.abs().max() < 2.0
+        starts.append(point)
+    assert not torch.allclose(starts[0], starts[1])
