@@ -1161,24 +1161,22 @@ class SVIRun:
             elbo, se = self._elbo_of(model, guide, ELBO_ESTIMATE_PARTICLES) \
                 if self.batches is None else self._estimate(ELBO_ESTIMATE_PARTICLES)
             start_used, returned_name = False, self.start_name
-            if self.start_elbo is not None and self.start_state and self.batches is None:
-                start_model, start_guide = self._pair_from_state(self.start_state)
-                if self.objective.judged_by_elbo:
-                    found = self._best_start(model, guide)
-                    start_better = found is not None
-                    if found is not None:
-                        start_model, start_guide, start_state, start_name, start_elbo, \
-                            start_se = found
-                else:  # judged by the objective's own value, the ELBO reported either way
-                    gain = self._gain(self.start_state, state, ELBO_ESTIMATE_PARTICLES)
-                    start_better = gain is not None and gain[0] < 0
-                    if start_better:
-                        start_elbo, start_se = estimate_elbo(start_model, start_guide,
-                                                             self.data, seed=self.seed)
-                    start_state, start_name = self.start_state, self.start_name
-                if start_better:
-                    model, guide, state = start_model, start_guide, start_state
-                    elbo, se, start_used, returned_name = start_elbo, start_se, True, start_name
+            if self.start_elbo is not None and self.start_state and self.batches is None \
+                    and self.objective.judged_by_elbo:
+                found = self._best_start(model, guide)
+                if found is not None:
+                    state, returned_name, elbo, se = found
+                    start_used = True
+                # rebuilt after the candidates: with global parameters (the JIT ELBOs) a
+                # guide built from a state shares the param store with every other one
+                model, guide = self._pair_from_state(state)
+            elif self.start_elbo is not None and self.start_state and self.batches is None:
+                # judged by the objective's own value, the ELBO reported either way
+                gain = self._gain(self.start_state, state, ELBO_ESTIMATE_PARTICLES)
+                if gain is not None and gain[0] < 0:
+                    model, guide = self._pair_from_state(self.start_state)
+                    elbo, se = estimate_elbo(model, guide, self.data, seed=self.seed)
+                    state, start_used = self.start_state, True
             objective = self._objective_estimate(model, guide, elbo, se)
         converged = self.converged if converged is None else converged
         history = {**self.history, "plateau_steps": list(self.schedule.plateau_steps),
@@ -1225,7 +1223,7 @@ class SVIRun:
         Returns
         -------
         tuple or None
-            ``(model, guide, state, start name, elbo, se)`` of the start to return.
+            ``(state, start name, elbo, se)`` of the start to return.
         """
         try:
             best_lw = self._log_weights(model, guide, ELBO_ESTIMATE_PARTICLES)
@@ -1248,7 +1246,7 @@ class SVIRun:
                 tie = gain >= -2.0 * float(np.std(diff, ddof=1)) / math.sqrt(len(diff))
                 if not (gain > 0 or (tie and np.var(lw) < np.var(best_lw))):
                     continue
-            best, best_lw = (start_model, start_guide, state, name), lw
+            best, best_lw = (state, name), lw
         if best is None:
             return None
         return (*best, *elbo_from_log_weights(best_lw))
