@@ -21,8 +21,14 @@ that are badly scaled, strongly correlated, skewed or hierarchical:
 4. **Schedule.** :mod:`pyrovi.infer.schedule`: the step size halves at each plateau,
    particles grow late, and the fit stops only when the trend of the loss is flat.
 5. **Averaging.** The returned parameters are the average of the last window's iterates.
-6. **Never worse than the start.** The final ELBO is compared with the start's (same
-   draws); a fit that lost ground returns its start.
+6. **Never worse than a start.** The final ELBO is compared with every start's (same
+   draws); a start that beats the fit, or ties it with less variable log weights (the
+   exact Laplace start of a Gaussian posterior), is returned instead.
+
+The Gaussian families step on the model's log density traced once
+(:mod:`pyrovi.infer.compiled`; ``compiled=False`` or a model that cannot take that path
+uses Pyro's ELBOs): the same ELBO, with q's entropy in closed form, and the log weights of
+the trial, the progress checks and the final estimate on the same density.
 
 For a mass-covering objective (``elbo="renyi"``, ``"iwae"``, ``"rws"``, ``"cubo"``: records
 in :mod:`pyrovi.infer.objectives`) the trial (2), the confirmation of a stop (4) and the
