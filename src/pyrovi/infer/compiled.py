@@ -53,9 +53,9 @@ from pyrovi.guides.gaussian import (
 )
 from pyrovi.infer.util import in_particle_plate, max_plate_nesting, model_trace
 
-TRACE_CHECK_RTOL = 1e-6
-"""Relative tolerance (of the density's scale) of the checks that the batched run equals
-the unbatched one and the traced graph the eager run."""
+TRACE_CHECK_RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
+"""Relative tolerance (of the density's scale), by dtype, of the checks that the batched
+run equals the unbatched one and the traced graph the eager run."""
 MAX_TRACED = 8
 """Traced graphs kept per density (one per particle count); beyond, the eager run."""
 
@@ -180,7 +180,8 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(finite, torch.isfinite(b)):
         return False
     scale = 1.0 + b[finite].abs()
-    return bool(((a[finite] - b[finite]).abs() <= TRACE_CHECK_RTOL * scale).all())
+    rtol = TRACE_CHECK_RTOL.get(b.dtype, TRACE_CHECK_RTOL[torch.float32])
+    return bool(((a[finite] - b[finite]).abs() <= rtol * scale).all())
 
 
 def probe_noise(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
