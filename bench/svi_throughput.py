@@ -316,9 +316,11 @@ def pin_threads() -> str:
         pass
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     flags = os.environ.get("XLA_FLAGS", "")
-    for flag in ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"):
-        if flag.split("=")[0] not in flags:
-            flags = f"{flags} {flag}".strip()
+    # XLA reads its flags up to the first word without "--" and drops the rest silently,
+    # so only "--" flags belong here (TensorFlow's intra_op_parallelism_threads is none)
+    flag = "--xla_cpu_multi_thread_eigen=false"
+    if flag.split("=")[0] not in flags:
+        flags = f"{flags} {flag}".strip()
     os.environ["XLA_FLAGS"] = flags
     return (
         f"threads: torch {torch.get_num_threads()} (interop "

@@ -27,8 +27,8 @@ against posteriordb's reference draws:
   to end, compilation included.
 
 Threads: torch gets one thread (each ``pyrovi.nuts`` process too) and XLA one thread per
-device (``pin_threads`` of ``bench/svi_throughput.py``: ``--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1``). So ``pyrovi.fit`` and Pyro SVI use one core, both
+device (``pin_threads`` of ``bench/svi_throughput.py``:
+``--xla_cpu_multi_thread_eigen=false``). So ``pyrovi.fit`` and Pyro SVI use one core, both
 NUTS runs two. Before any timing every method runs once on a toy model, so that one-off
 process costs (lazy imports, JAX start-up, the first fork) land on no posterior. The
 ``load`` column is the machine's 1-minute load average, the mean of one sample after
@@ -125,7 +125,7 @@ def pin_threads() -> str:
     """One torch thread, one XLA thread per device and two XLA CPU devices; before JAX loads."""
     line = load_script("pyrovi_bench_svi_throughput", HERE / "svi_throughput.py").pin_threads()
     if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
-        # first: XLA stops reading XLA_FLAGS at a word without "--" (intra_op_...=1)
+        # first: XLA stops reading XLA_FLAGS at the first word without "--"
         os.environ["XLA_FLAGS"] = f"{XLA_DEVICES} {os.environ['XLA_FLAGS']}"
     return line.split("XLA_FLAGS=")[0] + f"XLA_FLAGS='{os.environ['XLA_FLAGS']}'"
 
