@@ -230,11 +230,16 @@ def flat_posterior(guide: Any) -> dist.Distribution:
     if isinstance(guide, AutoWhitenedNormal):
         return guide.get_posterior()
     if isinstance(guide, MeanFieldNormal):
-        names = [name for name, _ in guide.prototype_trace.iter_stochastic_nodes()]
-        loc = torch.cat([deep_getattr(guide.locs, n).reshape(-1) for n in names])
-        scale = torch.cat([deep_getattr(guide.scales, n).reshape(-1) for n in names])
-        return dist.Normal(loc, scale).to_event(1)
+        return dist.Normal(*_mean_field_loc_scale(guide)).to_event(1)
     raise TypeError(f"{type(guide).__name__} is not a Gaussian guide of pyrovi.guides")
+
+
+def _mean_field_loc_scale(guide: MeanFieldNormal) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat location and sds of a mean-field guide, in its sites' order."""
+    names = [name for name, _ in guide.prototype_trace.iter_stochastic_nodes()]
+    loc = torch.cat([deep_getattr(guide.locs, n).reshape(-1) for n in names])
+    scale = torch.cat([deep_getattr(guide.scales, n).reshape(-1) for n in names])
+    return loc, scale
 
 
 def compiled_path(model: Callable[..., Any], guide: Any, data: dict[str, Any]) -> str:
@@ -300,9 +305,7 @@ def gaussian_draws(guide: Any, num: int) -> tuple[torch.Tensor, torch.Tensor]:
             draws = loc + eps @ tril.T
             log_det = 2.0 * tril.diagonal().abs().log().sum()
     elif isinstance(guide, MeanFieldNormal):
-        names = [name for name, _ in guide.prototype_trace.iter_stochastic_nodes()]
-        loc = torch.cat([deep_getattr(guide.locs, n).reshape(-1) for n in names])
-        scale = torch.cat([deep_getattr(guide.scales, n).reshape(-1) for n in names])
+        loc, scale = _mean_field_loc_scale(guide)
         draws = loc + torch.randn((num, loc.shape[0]), dtype=loc.dtype,
                                   device=loc.device) * scale
         log_det = 2.0 * scale.log().sum()

@@ -173,12 +173,6 @@ def _same_sites(start: GaussianStart, params: dict[str, torch.Tensor]) -> bool:
         hi - lo == params[name].numel() for name, (lo, hi, _) in start.sites.items())
 
 
-def _covariance(start: GaussianStart) -> torch.Tensor:
-    if start.scale_tril is not None:
-        return start.scale_tril @ start.scale_tril.T
-    return torch.diag(start.std**2)
-
-
 def _initial_point(start: GaussianStart, params: dict[str, torch.Tensor],
                    potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
                    tries: int = 10) -> dict[str, torch.Tensor] | None:
@@ -187,8 +181,7 @@ def _initial_point(start: GaussianStart, params: dict[str, torch.Tensor],
     so chains start apart and in the bulk; None if no try has a finite potential."""
     for _ in range(tries):
         u = torch.empty_like(start.loc).uniform_(-2.0, 2.0)
-        flat = start.loc + (start.scale_tril @ u if start.scale_tril is not None
-                            else start.std * u)
+        flat = start.loc + start.dense_tril @ u
         point = {name: flat[lo:hi].reshape(params[name].shape).to(params[name])
                  for name, (lo, hi, _) in start.sites.items()}
         try:
@@ -202,7 +195,7 @@ def _initial_point(start: GaussianStart, params: dict[str, torch.Tensor],
 def _inverse_mass(start: GaussianStart, blocks: dict[tuple[str, ...], torch.Tensor]
                   ) -> dict[tuple[str, ...], torch.Tensor]:
     """Pyro's inverse mass matrix blocks filled from the covariance of ``start``."""
-    covariance = _covariance(start)
+    covariance = start.dense_tril @ start.dense_tril.T
     out = {}
     for names, current in blocks.items():
         index = torch.cat([torch.arange(*start.sites[name][:2]) for name in names])
