@@ -266,7 +266,8 @@ def compiled_path(model: Callable[..., Any], guide: Any, data: dict[str, Any]) -
 
 
 
-def gaussian_draws(guide: Any, num: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_draws(guide: Any, num: int, eps: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` reparameterised draws of a Gaussian guide's q over the flat vector, and q's
     entropy, computed directly from the guide's parameters (no distribution objects: this
     runs at every step).
@@ -277,6 +278,9 @@ def gaussian_draws(guide: Any, num: int) -> tuple[torch.Tensor, torch.Tensor]:
         A guide whose prototype has been built.
     num : int
         Number of draws.
+    eps : torch.Tensor, optional
+        The standard normal draws to use, shape ``(num, d)`` (``(num, d + rank)`` for a
+        low-rank guide); by default drawn from torch's global stream.
 
     Returns
     -------
@@ -286,33 +290,50 @@ def gaussian_draws(guide: Any, num: int) -> tuple[torch.Tensor, torch.Tensor]:
         ``H(q)``, a scalar, differentiable likewise.
     """
     if isinstance(guide, AutoWhitenedNormal):
-        loc = guide.center + (guide.precond * guide.loc if guide.low_rank
-                              else guide.precond @ guide.loc)
-        if guide.low_rank:  # covariance S (F F^T + I) S, S = diag(precond * exp(log_scale))
-            scale = guide.precond * guide.log_scale.exp()
-            factor = guide.cov_factor
-            eps = torch.randn((num, loc.shape[0] + factor.shape[1]), dtype=loc.dtype,
-                              device=loc.device)
-            spread = eps[:, : loc.shape[0]] + eps[:, loc.shape[0]:] @ factor.T
-            draws = loc + spread * scale
-            inner = torch.eye(factor.shape[1], dtype=loc.dtype, device=loc.device) \
-                + factor.T @ factor
-            log_det = 2.0 * scale.log().sum() + torch.linalg.cholesky(inner).diagonal() \
-                .log().sum() * 2.0
-        else:
-            tril = guide.scale_tril()
-            eps = torch.randn((num, loc.shape[0]), dtype=loc.dtype, device=loc.device)
-            draws = loc + eps @ tril.T
-            log_det = 2.0 * tril.diagonal().abs().log().sum()
-    elif isinstance(guide, MeanFieldNormal):
+        shape = guide.cov_factor if guide.low_rank else guide.tril
+        return whitened_normal_draws(guide, guide.loc, guide.log_scale, shape, num, eps)
+    if isinstance(guide, MeanFieldNormal):
         loc, scale = _mean_field_loc_scale(guide)
-        draws = loc + torch.randn((num, loc.shape[0]), dtype=loc.dtype,
-                                  device=loc.device) * scale
-        log_det = 2.0 * scale.log().sum()
+        if eps is None:
+            eps = torch.randn((num, loc.shape[0]), dtype=loc.dtype, device=loc.device)
+        draws = loc + eps * scale
+        return draws, _entropy(2.0 * scale.log().sum(), draws.shape[1])
+    raise TypeError(f"{type(guide).__name__} is not a Gaussian guide of pyrovi.guides")
+
+
+def whitened_normal_draws(guide: AutoWhitenedNormal, loc: torch.Tensor,
+                          log_scale: torch.Tensor, shape: torch.Tensor, num: int,
+                          eps: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gaussian_draws` of a dense or low-rank guide with its learned parameters
+    given as tensors: ``loc``, ``log_scale`` and ``shape`` (the ``cov_factor`` of the low
+    rank form, the ``tril`` of the dense one); the guide supplies its whitening
+    (``center``, ``precond``)."""
+    d = loc.shape[0]
+    if guide.low_rank:  # covariance S (F F^T + I) S, S = diag(precond * exp(log_scale))
+        mean = guide.center + guide.precond * loc
+        scale = guide.precond * log_scale.exp()
+        if eps is None:
+            eps = torch.randn((num, d + shape.shape[1]), dtype=loc.dtype, device=loc.device)
+        draws = mean + (eps[:, :d] + eps[:, d:] @ shape.T) * scale
+        inner = torch.eye(shape.shape[1], dtype=loc.dtype, device=loc.device) \
+            + shape.T @ shape
+        log_det = 2.0 * scale.log().sum() \
+            + torch.linalg.cholesky(inner).diagonal().log().sum() * 2.0
     else:
-        raise TypeError(f"{type(guide).__name__} is not a Gaussian guide of pyrovi.guides")
-    entropy = 0.5 * (log_det + draws.shape[1] * (1.0 + math.log(2.0 * math.pi)))
-    return draws, entropy
+        mean = guide.center + guide.precond @ loc
+        eye = torch.eye(d, dtype=loc.dtype, device=loc.device)
+        tril = guide.precond @ (log_scale.exp()[:, None] * (shape.tril(-1) + eye))
+        if eps is None:
+            eps = torch.randn((num, d), dtype=loc.dtype, device=loc.device)
+        draws = mean + eps @ tril.T
+        log_det = 2.0 * tril.diagonal().abs().log().sum()
+    return draws, _entropy(log_det, d)
+
+
+def _entropy(log_det: torch.Tensor, d: int) -> torch.Tensor:
+    """Entropy of a d-dimensional Gaussian with log-determinant ``log_det``."""
+    return 0.5 * (log_det + d * (1.0 + math.log(2.0 * math.pi)))
 
 
 def log_weights(density: LogDensity, guide: Any, num_samples: int, seed: int

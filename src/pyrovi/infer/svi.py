@@ -74,7 +74,7 @@ from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyrovi.guides import GaussianStart, GuideFamily, get_family, initial_start
-from pyrovi.guides.gaussian import site_slices
+from pyrovi.guides.gaussian import AutoWhitenedNormal, MeanFieldNormal, site_slices
 from pyrovi.infer import distributed
 from pyrovi.infer.batches import BATCH_SIZE_KEY, EpochBatches
 from pyrovi.infer.compiled import (
@@ -104,6 +104,14 @@ from pyrovi.infer.result import (
     guide_state,
     owner_module,
     rebind,
+)
+from pyrovi.infer.saa import (
+    SAA_DRAWS,
+    SAA_MAX_NUMBERS,
+    SAA_ROUNDS,
+    FixedDrawELBO,
+    average_gain,
+    whitened_draws,
 )
 from pyrovi.infer.schedule import (
     DEFAULT_MAX_STEPS,
@@ -144,6 +152,10 @@ gp_pois_regr (mean field) shows why three: at two, the prior start's fit had not
 left the Laplace basin's level in 1 of 3 seeds, and the fit ended there, 2.5 nats below
 the others; at three, none of the 3 did."""
 MAX_REJECTIONS = 20
+OPTIMIZERS = ("auto", "saa", "adam")
+"""``optimizer=`` of :func:`fit`: ``saa`` maximises the ELBO on fixed draws by L-BFGS
+(:mod:`pyrovi.infer.saa`), ``adam`` takes stochastic steps under the schedule of
+:mod:`pyrovi.infer.schedule`, ``auto`` the first where it serves."""
 CHECKPOINT_VERSION = 1
 DATA_PARALLEL_ELBOS = tuple(name for name, o in OBJECTIVES.items() if o.data_parallel)
 """The ELBOs with a differentiable loss, which data-parallel training needs."""
@@ -310,6 +322,8 @@ class SVIRun:
     second_stage : bool
         Run each start to its third plateau before choosing between the starts (the
         default); False chooses after the one-window first stage.
+    optimizer : str
+        As for :func:`fit`.
 
     Examples
     --------
@@ -337,8 +351,11 @@ class SVIRun:
         resume: str | Path | None = None,
         second_stage: bool = True,
         compiled: bool = True,
+        optimizer: str = "auto",
     ) -> None:
         self.objective = get_objective(elbo)
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if not isinstance(init, GaussianStart) and init not in ("auto", "laplace", "prior"):
             raise ValueError("init must be 'auto', 'laplace', 'prior' or a GaussianStart, "
                              f"got {init!r}")
@@ -389,6 +406,8 @@ class SVIRun:
         self.other_starts: list[tuple[str, dict[str, torch.Tensor]]] = []
         self.second_stage = second_stage
         self.compiled = compiled
+        self.optimizer_name = optimizer
+        self.fixed_draws = False  # the fit is a fixed-draw solve (pyrovi.infer.saa)
         self.density: LogDensity | None = None
         self._densities: dict[str, LogDensity] = {}
         with self._context():
@@ -613,6 +632,8 @@ class SVIRun:
     def _start(self, guide: str | Callable[..., Any], init: str | GaussianStart,
                lr: float | None,
                num_particles: int) -> None:
+        if self._fixed_draw_fit(guide, init, lr, num_particles):
+            return
         starts = self._candidate_starts(init)
         if self.family is not None and not self.family.takes_steps:
             self.schedule = Schedule(lr=0.0, converged=True)
@@ -698,6 +719,168 @@ class SVIRun:
                              for f in finalists.values() if f is not chosen and f[3]]
         self.history["trial"] = trials
         self.num_grad_evals = evals  # every trial's steps count
+
+    def _fixed_draw_why_not(self, lr: float | None) -> str:
+        """Why the fit cannot be a fixed-draw solve, before any guide is built ('' if it
+        may be)."""
+        if self.optimizer_name == "adam":
+            return "optimizer='adam'"
+        if not self.objective.judged_by_elbo:
+            return f"elbo={self.elbo_name!r} is not an ELBO"
+        if self.family is None or not self.family.takes_steps:
+            return "not a Gaussian family of pyrovi.guides"
+        if lr is not None:
+            return "lr is a step size of the stochastic engine"
+        if not self.second_stage:
+            return "a fixed number of steps or epochs"
+        return ""
+
+    def _fixed_draw_fit(self, guide: str | Callable[..., Any], init: str | GaussianStart,
+                        lr: float | None, num_particles: int) -> bool:
+        """Fit by L-BFGS on fixed draws (:mod:`pyrovi.infer.saa`) where it serves: returns
+        True when the run is set up (a certified solve, or the stochastic engine started
+        from an uncertified one), False when the stochastic engine's own trial is to run.
+
+        Each start is solved on ``SAA_DRAWS`` whitened draws and the best (on common fresh
+        draws) is kept. Its Monte Carlo error is then measured: a second solve on
+        independent draws, and the gain of the two solutions' average over them
+        (:func:`~pyrovi.infer.saa.average_gain`). The average is accepted when that gain,
+        which near the optimum is what the average still falls short by, is within
+        ``MIN_GAIN`` nats (two paired standard errors included) and both solves reached a
+        stationary point; otherwise again on four times the draws, ``SAA_ROUNDS`` times at
+        most, and then the stochastic engine runs from the average."""
+        why = self._fixed_draw_why_not(lr)
+        if not why:
+            starts = self._candidate_starts(init)
+            shape = next((s for s in starts if s is not None and s.scale_tril is not None),
+                         None)
+            if shape is not None:  # every start in the Laplace shape: L-BFGS's conditioning
+                starts = [s if s is None or s.scale_tril is not None or len(s.loc)
+                          != len(shape.loc) else GaussianStart(s.loc, shape.scale_tril,
+                                                               s.sites, s.source)
+                          for s in starts]
+            self.schedule = Schedule(lr=0.0, num_particles=num_particles)
+            solved: list[tuple[float, dict[str, torch.Tensor], Any, dict[str, torch.Tensor],
+                               float, list[float], FixedDrawELBO]] = []
+            for start in starts:
+                pyro.clear_param_store()
+                pyro.set_rng_seed(self.seed)
+                self.start_name = start.source if start is not None else "none"
+                self._setup_guide(self._build(start, guide))
+                why = self._fixed_draw_why_not_built()
+                if why:
+                    break
+                state0 = guide_state(self.guide)
+                elbo0 = self._estimate(TRIAL_PARTICLES)[0]
+                problem = FixedDrawELBO(self.guide, self.density, start)
+                draws = self._fixed_draws(problem, 0)
+                solve = problem.solve(draws)
+                self.num_grad_evals += solve.evaluations * len(draws)
+                score = float(np.mean(self._log_weights_or_none(self.guide)))
+                solved.append((score, guide_state(self.guide), start, state0, elbo0,
+                               solve.values, problem))
+        if why:
+            if self.optimizer_name == "saa":
+                raise ValueError(f"optimizer='saa' cannot fit this: {why}")
+            self.history["saa"] = {"used": False, "why": why}
+            return False
+        best = max(solved, key=lambda item: item[0])
+        _, state, start, state0, elbo0, values, problem = best
+        self.start_name = start.source if start is not None else "none"
+        self.history["trial"] = [{"stage": "saa", "start": s.source if s is not None
+                                  else "none", "lr": 0.0, "elbo": score, "start_elbo": e0}
+                                 for score, _, s, _, e0, _, _ in solved]
+        self.start_state, self.start_elbo = state0, elbo0
+        self.other_starts = [(s.source if s is not None else "none", s0)
+                             for _, _, s, s0, _, _, _ in solved if s0 is not state0]
+        _load_state(self.guide, state)
+        rounds, certified = [], False
+        num = self._fixed_draws(problem, 0).shape[0]
+        for number in range(SAA_ROUNDS):
+            if num * max(1, data_size(self.data)) > SAA_MAX_NUMBERS:
+                break
+            converged = True
+            if number > 0:  # a fresh first solve on more draws, from the last average
+                draws = self._fixed_draws(problem, 2 * number, num)
+                solve_a = FixedDrawELBO(self.guide, self.density, start).solve(draws)
+                self.num_grad_evals += solve_a.evaluations * num
+                values += solve_a.values
+                converged = solve_a.converged
+            state_a = guide_state(self.guide)
+            solve_b = FixedDrawELBO(self.guide, self.density, start).solve(
+                self._fixed_draws(problem, 2 * number + 1, num))
+            self.num_grad_evals += solve_b.evaluations * num
+            values += solve_b.values
+            state_b = guide_state(self.guide)
+            mean = {k: 0.5 * (state_a[k] + state_b[k]) for k in state_a}
+            weights = {}
+            for name, candidate in (("a", state_a), ("b", state_b), ("mean", mean)):
+                _load_state(self.guide, candidate)
+                weights[name] = self._log_weights_or_none(self.guide)
+            gain, se = average_gain(weights["mean"], weights["a"], weights["b"])
+            certified = converged and solve_b.converged and math.isfinite(gain) \
+                and -MIN_GAIN <= gain - 2.0 * se and gain + 2.0 * se <= MIN_GAIN
+            rounds.append({"draws": num, "gain": gain, "se": se, "certified": certified,
+                           "stationary": converged and solve_b.converged,
+                           "message": solve_b.message})
+            chosen = max(weights, key=lambda k: float(np.mean(weights[k])))
+            _load_state(self.guide, {"a": state_a, "b": state_b, "mean": mean}[chosen])
+            if certified:
+                break
+            num *= 4
+        self.history["saa"] = {"used": True, "why": "", "certified": certified,
+                               "rounds": rounds}
+        if not certified:  # the stochastic engine goes on from the last average
+            if self.optimizer_name == "saa":
+                warnings.warn("optimizer='saa': the fixed-draw solves were not certified "
+                              f"({rounds[-1] if rounds else 'too much data'}); the "
+                              "stochastic engine goes on from them", ConvergenceWarning,
+                              stacklevel=4)
+            others = [(s.source if s is not None else "none", s0)
+                      for _, _, s, s0, _, _, _ in solved]
+            saa_start, record = self.guide.as_start("saa"), self.history["saa"]
+            self.optimizer_name = "adam"
+            self._start(guide, saa_start, None, num_particles)
+            self.other_starts += others
+            self.history["saa"] = record
+            return True
+        self.fixed_draws = True
+        self.schedule = Schedule(lr=0.0, num_particles=num, converged=True)
+        self.losses = [-v for v in values]
+        self.history["lr"] = [0.0] * len(values)
+        self.history["num_particles"] = [num] * len(values)
+        return True
+
+    def _fixed_draw_why_not_built(self) -> str:
+        """Why the run's built guide cannot be a fixed-draw solve ('' if it can)."""
+        if not isinstance(self.guide, MeanFieldNormal | AutoWhitenedNormal):
+            return "not a Gaussian guide"
+        if isinstance(self.guide, AutoWhitenedNormal) and self.guide.low_rank:
+            return ("a low-rank factor is unique only up to rotation: two solutions "
+                    "cannot be averaged")
+        if self.density is None:
+            return f"no compiled density ({self.history['compiled']['why']})"
+        return ""
+
+    def _fixed_draws(self, problem: FixedDrawELBO, number: int, num: int | None = None
+                     ) -> torch.Tensor:
+        """The ``number``-th set of whitened draws of a solve (``SAA_DRAWS``, at least
+        twice the dimension plus two for a dense q, unless ``num`` is given)."""
+        dense = isinstance(self.guide, AutoWhitenedNormal) and not self.guide.low_rank
+        if num is None:
+            num = max(SAA_DRAWS, 2 * problem.dim + 2) if dense else SAA_DRAWS
+        return whitened_draws(num, problem.dim, self.seed + RANK_SEED_STRIDE * (number + 1),
+                              self.dtype, self.device)
+
+    def _log_weights_or_none(self, guide: Any) -> np.ndarray:
+        """Log weights of ``TRIAL_PARTICLES`` draws of ``guide`` with the run's seed
+        (common draws for guides of one layout: their differences are precise); -inf
+        where they cannot be computed."""
+        try:
+            lw = self._log_weights(self.model, guide, TRIAL_PARTICLES)
+        except (ValueError, RuntimeError):
+            return np.full(TRIAL_PARTICLES, -np.inf)
+        return np.where(np.isfinite(lw), lw, -np.inf)
 
     def _trial_score(self) -> float:
         """The trial's measure of the current guide, larger better: its ELBO for the ELBO
@@ -1092,7 +1275,7 @@ class SVIRun:
     def _averaged(self) -> Iterator[None]:
         """Parameters set to the average of the last complete window, then put back."""
         complete = self.step_in_window == 0 and len(self.losses) >= WINDOW
-        if not complete:
+        if not complete or self.fixed_draws:
             yield
             return
         current = {k: p.detach().clone() for k, p in self.params.items()}
@@ -1167,12 +1350,18 @@ class SVIRun:
             with self._averaged():
                 state = guide_state(self.guide)
             model, guide = self._pair_from_state(state)
-            elbo, se = self._elbo_of(model, guide, ELBO_ESTIMATE_PARTICLES) \
-                if self.batches is None else self._estimate(ELBO_ESTIMATE_PARTICLES)
+            fit_lw = None
+            if self.batches is not None:
+                elbo, se = self._estimate(ELBO_ESTIMATE_PARTICLES)
+            elif self._on_density(model, guide):  # its log weights serve _best_start too
+                fit_lw = self._log_weights(model, guide, ELBO_ESTIMATE_PARTICLES)
+                elbo, se = elbo_from_log_weights(fit_lw)
+            else:
+                elbo, se = self._elbo_of(model, guide, ELBO_ESTIMATE_PARTICLES)
             start_used, returned_name = False, self.start_name
             if self.start_elbo is not None and self.start_state and self.batches is None \
                     and self.objective.judged_by_elbo:
-                found = self._best_start(model, guide)
+                found = self._best_start(model, guide, fit_lw)
                 if found is not None:
                     state, returned_name, elbo, se = found
                     start_used = True
@@ -1219,7 +1408,8 @@ class SVIRun:
             num_grad_evals=self.num_grad_evals, dtype=self.dtype, start=returned_name,
             history=history)
 
-    def _best_start(self, model: Callable[..., Any], guide: Any) -> tuple[Any, ...] | None:
+    def _best_start(self, model: Callable[..., Any], guide: Any,
+                    fit_lw: np.ndarray | None = None) -> tuple[Any, ...] | None:
         """The start to return instead of the fitted ``guide``, or None (ELBO families).
 
         Every start of the trial is a candidate (the chosen one and the others: the
@@ -1229,13 +1419,16 @@ class SVIRun:
         variance: ``Var_q[log w]`` is zero only at ``q = p``, so of two guides the ELBO
         cannot tell apart it prefers the one nearer the posterior.
 
+        ``fit_lw`` are the fitted guide's log weights if already computed (the same draws).
+
         Returns
         -------
         tuple or None
             ``(state, start name, elbo, se)`` of the start to return.
         """
         try:
-            best_lw = self._log_weights(model, guide, ELBO_ESTIMATE_PARTICLES)
+            best_lw = fit_lw if fit_lw is not None \
+                else self._log_weights(model, guide, ELBO_ESTIMATE_PARTICLES)
         except (ValueError, RuntimeError):
             return None
         if not np.isfinite(best_lw).all():
@@ -1320,6 +1513,7 @@ def fit(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     compiled: bool = True,
+    optimizer: str = "auto",
 ) -> SVIFit:
     """Fit a variational guide to ``model(**data)`` with Pyro SVI.
 
@@ -1416,6 +1610,16 @@ def fit(
         their own, minibatches, a model that does not broadcast under a particle plate)
         use Pyro's ELBO silently; ``fit.history["compiled"]`` says which path ran and
         why. False always uses Pyro's ELBO.
+    optimizer : {"auto", "saa", "adam"}
+        ``saa``: maximise the ELBO on fixed whitened draws by L-BFGS, then measure what
+        the draws cost (:mod:`pyrovi.infer.saa`); the fit is converged when a second
+        solve on independent draws shows the average of the two within ``MIN_GAIN`` nats
+        of its optimum, and otherwise goes on with more draws and then with the
+        stochastic engine. It needs the compiled path, a Gaussian family, an ELBO and
+        neither ``lr`` nor ``num_steps``/``num_epochs``; ``fit.history["saa"]`` records
+        the solves. ``adam``: stochastic steps under the schedule of
+        :mod:`pyrovi.infer.schedule`. ``auto`` (default): ``saa`` where it serves, else
+        ``adam``. An explicit ``saa`` where it cannot serve is a ValueError.
 
     Returns
     -------
@@ -1441,7 +1645,8 @@ def fit(
     resume = path if path is not None and path.exists() else None
     run = SVIRun(model, data, guide, elbo, lr, num_particles, seed, init=init, alpha=alpha,
                  batch_size=batch_size, device=device, dtype=dtype, resume=resume,
-                 second_stage=num_steps is None and num_epochs is None, compiled=compiled)
+                 second_stage=num_steps is None and num_epochs is None, compiled=compiled,
+                 optimizer=optimizer)
     if run.family is not None and not run.family.takes_steps:
         return run.result(converged=True)
     start_steps = len(run.losses) if resume is None else run.history.get("start_steps", 0)

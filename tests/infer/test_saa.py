@@ -1,0 +1,122 @@
+"""The fixed-draw fit (pyrovi.infer.saa): exact on a Gaussian posterior, certified, and
+handed to the stochastic engine when it cannot be certified."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyrovi
+from pyrovi.infer import svi
+from pyrovi.infer.compiled import flat_posterior
+from pyrovi.infer.saa import whitened_draws
+
+NOISE, PRIOR = 2.0, 10.0
+
+
+def regression(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Linear regression with known noise and a Normal prior: a Gaussian posterior whose
+    coefficients are strongly correlated (x is far from 0)."""
+    zero = torch.zeros((), dtype=x.dtype)
+    intercept = pyro.sample("intercept", dist.Normal(zero, PRIOR))
+    slope = pyro.sample("slope", dist.Normal(zero, PRIOR))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(intercept + slope * x, NOISE), obs=y)
+
+
+def _data() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = 5.0 + torch.randn(40, generator=gen, dtype=torch.float64)
+    return {"x": x, "y": 1.0 + 0.5 * x + NOISE * torch.randn(40, generator=gen,
+                                                             dtype=torch.float64)}
+
+
+def _exact(data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Posterior mean and precision of (intercept, slope), and the log evidence."""
+    design = torch.stack([torch.ones_like(data["x"]), data["x"]], 1)
+    precision = design.T @ design / NOISE**2 + torch.eye(2, dtype=torch.float64) / PRIOR**2
+    mean = torch.linalg.solve(precision, design.T @ data["y"] / NOISE**2)
+    cov_y = NOISE**2 * torch.eye(40, dtype=torch.float64) + PRIOR**2 * design @ design.T
+    evidence = dist.MultivariateNormal(torch.zeros(40, dtype=torch.float64), cov_y) \
+        .log_prob(data["y"])
+    return mean, precision, float(evidence)
+
+
+def test_whitened_draws_have_exact_moments() -> None:
+    eps = whitened_draws(64, 5, seed=3, dtype=torch.float64)
+    assert torch.allclose(eps.mean(0), torch.zeros(5, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(eps.T @ eps / 64, torch.eye(5, dtype=torch.float64), atol=1e-12)
+    few = whitened_draws(4, 10, seed=3, dtype=torch.float64)  # fewer draws than dimensions
+    assert torch.allclose(few.pow(2).mean(0), torch.ones(10, dtype=torch.float64))
+    assert not torch.equal(eps, whitened_draws(64, 5, seed=4, dtype=torch.float64))
+
+
+def test_full_rank_solve_is_the_exact_posterior() -> None:
+    """With whitened draws the fixed-draw ELBO of a Gaussian posterior has q = p as its
+    optimum: every log weight is log p(x), and the fit is certified at once."""
+    data = _data()
+    mean, precision, evidence = _exact(data)
+    fit = pyrovi.fit(regression, data, guide="full_rank", optimizer="saa")
+    q = flat_posterior(fit.guide)
+    corr = -precision[0, 1] / precision.diagonal().prod().sqrt()
+    assert float(corr) < -0.95  # the hard case for a stochastic fit
+    assert torch.allclose(q.mean, mean, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(q.covariance_matrix, torch.linalg.inv(precision), rtol=1e-5,
+                          atol=1e-10)
+    assert abs(fit.elbo - evidence) < 1e-6
+    record = fit.history["saa"]
+    assert record["used"] and record["certified"] and fit.converged
+    assert abs(record["rounds"][0]["gain"]) < 1e-6
+    assert len(fit.losses) < 100 and fit.history["compiled"]["used"]
+
+
+def test_mean_field_solve_is_the_exact_mean_field_optimum() -> None:
+    """The mean-field optimum of KL(q || p) for a Gaussian p: p's mean and the sds
+    1 / sqrt(diag(precision)); its ELBO is log p(x) minus that KL, in closed form."""
+    data = _data()
+    mean, precision, evidence = _exact(data)
+    fit = pyrovi.fit(regression, data, guide="mean_field")  # optimizer="auto"
+    q = flat_posterior(fit.guide)
+    assert fit.history["saa"]["certified"] and fit.converged
+    assert torch.allclose(q.mean, mean, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(q.stddev, precision.diagonal().rsqrt(), rtol=1e-6)
+    kl = 0.5 * float(precision.diagonal().log().sum() - torch.logdet(precision))
+    assert kl > 1.0
+    assert abs(fit.elbo - (evidence - kl)) < 3 * fit.elbo_se + 1e-6
+
+
+def test_an_uncertified_solve_goes_on_with_the_stochastic_engine(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No round to certify in: the stochastic engine starts from the solve, the original
+    starts stay candidates of the result, and the fit converges by its own rule."""
+    monkeypatch.setattr(svi, "SAA_ROUNDS", 0)
+    data = _data()
+    mean, precision, evidence = _exact(data)
+    kl = 0.5 * float(precision.diagonal().log().sum() - torch.logdet(precision))
+    with pytest.warns(pyrovi.ConvergenceWarning, match="not certified"):
+        fit = pyrovi.fit(regression, data, guide="mean_field", optimizer="saa")
+    assert fit.history["saa"] == {"used": True, "why": "", "certified": False,
+                                  "rounds": []}
+    assert {t["start"] for t in fit.history["trial"]} == {"saa"}
+    assert all(t["stage"] == 1 for t in fit.history["trial"])
+    assert fit.converged and len(fit.losses) >= 1000
+    assert abs(fit.elbo - (evidence - kl)) < 0.05
+
+
+def test_where_the_fixed_draw_fit_cannot_serve() -> None:
+    data = _data()
+    with pytest.raises(ValueError, match="rotation"):
+        pyrovi.fit(regression, data, guide="low_rank", optimizer="saa")
+    with pytest.raises(ValueError, match="step size"):
+        pyrovi.fit(regression, data, optimizer="saa", lr=0.1)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        pyrovi.fit(regression, data, optimizer="lbfgs")
+    auto = pyrovi.fit(regression, data, guide="low_rank", num_steps=200)
+    assert not auto.history["saa"]["used"] and len(auto.losses) >= 200
+    adam = pyrovi.fit(regression, data, optimizer="adam", num_steps=200)
+    assert adam.history["saa"] == {"used": False, "why": "optimizer='adam'"}
+    assert math.isfinite(adam.elbo)
