@@ -22,7 +22,7 @@ draws starts from the first, and the ELBOs of the two solutions and of their ave
 compared on common fresh draws. Near the optimum the ELBO is quadratic, and the average of
 two solutions with independent errors gains half of one solution's shortfall, which is
 also the shortfall left in the average; :class:`~pyrovi.infer.svi.SVIRun` accepts the
-average when that gain is below ``MIN_GAIN`` nats (two paired standard errors included),
+average when that gain is below ``SAA_TOLERANCE`` nats (two paired standard errors included),
 and otherwise solves again on four times the draws, or runs its stochastic engine.
 """
 
@@ -44,6 +44,11 @@ SAA_ROUNDS = 3
 """Solves at ``SAA_DRAWS`` times 1, 4, 16 draws before the stochastic engine takes over."""
 SAA_MAX_ITER = 2000
 """L-BFGS iterations of one solve; a solve that needs more has not converged."""
+SAA_TOLERANCE = 0.05
+"""Nats the average of two solves may fall short of the optimum, by the measure of
+:func:`average_gain` with two paired standard errors: half the stochastic engine's
+``MIN_GAIN``, since the solves' error is measured directly rather than through the gain
+of ten windows."""
 SAA_MAX_NUMBERS = 20_000_000
 """Cap on draws times data size of one solve (memory of one batched evaluation)."""
 

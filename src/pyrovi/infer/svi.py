@@ -109,6 +109,7 @@ from pyrovi.infer.saa import (
     SAA_DRAWS,
     SAA_MAX_NUMBERS,
     SAA_ROUNDS,
+    SAA_TOLERANCE,
     FixedDrawELBO,
     average_gain,
     whitened_draws,
@@ -746,8 +747,8 @@ class SVIRun:
         independent draws, and the gain of the two solutions' average over them
         (:func:`~pyrovi.infer.saa.average_gain`). The average is accepted when that gain,
         which near the optimum is what the average still falls short by, is within
-        ``MIN_GAIN`` nats (two paired standard errors included) and both solves reached a
-        stationary point; otherwise again on four times the draws, ``SAA_ROUNDS`` times at
+        ``SAA_TOLERANCE`` nats (two paired standard errors included) and both solves
+        reached a stationary point; otherwise again on four times the draws, ``SAA_ROUNDS`` times at
         most, and then the stochastic engine runs from the average."""
         why = self._fixed_draw_why_not(lr)
         if not why:
@@ -819,7 +820,7 @@ class SVIRun:
                 weights[name] = self._log_weights_or_none(self.guide)
             gain, se = average_gain(weights["mean"], weights["a"], weights["b"])
             certified = converged and solve_b.converged and math.isfinite(gain) \
-                and -MIN_GAIN <= gain - 2.0 * se and gain + 2.0 * se <= MIN_GAIN
+                and -SAA_TOLERANCE <= gain - 2.0 * se and gain + 2.0 * se <= SAA_TOLERANCE
             rounds.append({"draws": num, "gain": gain, "se": se, "certified": certified,
                            "stationary": converged and solve_b.converged,
                            "message": solve_b.message})
@@ -1613,11 +1614,11 @@ def fit(
     optimizer : {"auto", "saa", "adam"}
         ``saa``: maximise the ELBO on fixed whitened draws by L-BFGS, then measure what
         the draws cost (:mod:`pyrovi.infer.saa`); the fit is converged when a second
-        solve on independent draws shows the average of the two within ``MIN_GAIN`` nats
-        of its optimum, and otherwise goes on with more draws and then with the
-        stochastic engine. It needs the compiled path, a Gaussian family, an ELBO and
-        neither ``lr`` nor ``num_steps``/``num_epochs``; ``fit.history["saa"]`` records
-        the solves. ``adam``: stochastic steps under the schedule of
+        solve on independent draws shows the average of the two within
+        ``SAA_TOLERANCE`` (0.05) nats of its optimum, and otherwise goes on with more
+        draws and then with the stochastic engine. It needs the compiled path, a Gaussian
+        family other than ``low_rank``, an ELBO and neither ``lr`` nor
+        ``num_steps``/``num_epochs``; ``fit.history["saa"]`` records the solves. ``adam``: stochastic steps under the schedule of
         :mod:`pyrovi.infer.schedule`. ``auto`` (default): ``saa`` where it serves, else
         ``adam``. An explicit ``saa`` where it cannot serve is a ValueError.
 
