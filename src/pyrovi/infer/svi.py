@@ -1618,8 +1618,8 @@ def fit(
         ``SAA_TOLERANCE`` (0.05) nats of its optimum, and otherwise goes on with more
         draws and then with the stochastic engine. It needs the compiled path, a Gaussian
         family other than ``low_rank``, an ELBO and neither ``lr`` nor
-        ``num_steps``/``num_epochs``; ``fit.history["saa"]`` records the solves. ``adam``: stochastic steps under the schedule of
-        :mod:`pyrovi.infer.schedule`. ``auto`` (default): ``saa`` where it serves, else
+        ``num_steps``/``num_epochs``; ``fit.history["saa"]`` records the solves.
+        ``adam``: stochastic steps under the schedule of :mod:`pyrovi.infer.schedule`. ``auto`` (default): ``saa`` where it serves, else
         ``adam``. An explicit ``saa`` where it cannot serve is a ValueError.
 
     Returns
