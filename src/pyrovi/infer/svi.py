@@ -1619,8 +1619,9 @@ def fit(
         draws and then with the stochastic engine. It needs the compiled path, a Gaussian
         family other than ``low_rank``, an ELBO and neither ``lr`` nor
         ``num_steps``/``num_epochs``; ``fit.history["saa"]`` records the solves.
-        ``adam``: stochastic steps under the schedule of :mod:`pyrovi.infer.schedule`. ``auto`` (default): ``saa`` where it serves, else
-        ``adam``. An explicit ``saa`` where it cannot serve is a ValueError.
+        ``adam``: stochastic steps under the schedule of :mod:`pyrovi.infer.schedule`.
+        ``auto`` (default): ``saa`` where it serves, else ``adam``. An explicit ``saa``
+        where it cannot serve is a ValueError.
 
     Returns
     -------
