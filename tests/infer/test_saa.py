@@ -107,7 +107,7 @@ def test_an_uncertified_solve_goes_on_with_the_stochastic_engine(
     assert abs(fit.elbo - (evidence - kl)) < 0.05
 
 
-def test_where_the_fixed_draw_fit_cannot_serve() -> None:
+def test_where_the_fixed_draw_fit_cannot_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _data()
     with pytest.raises(ValueError, match="rotation"):
         pyrovi.fit(regression, data, guide="low_rank", optimizer="saa")
@@ -120,3 +120,6 @@ def test_where_the_fixed_draw_fit_cannot_serve() -> None:
     adam = pyrovi.fit(regression, data, optimizer="adam", num_steps=200)
     assert adam.history["saa"] == {"used": False, "why": "optimizer='adam'"}
     assert math.isfinite(adam.elbo)
+    monkeypatch.setattr(svi, "SAA_MAX_NUMBERS", 100)  # 80 data values, 64 draws at once
+    with pytest.raises(ValueError, match="SAA_MAX_NUMBERS"):
+        pyrovi.fit(regression, data, optimizer="saa")

@@ -39,7 +39,8 @@ from pyrovi.guides.gaussian import AutoWhitenedNormal, GaussianStart, MeanFieldN
 from pyrovi.infer.compiled import LogDensity, whitened_normal_draws
 
 SAA_DRAWS = 64
-"""Draws of the first solve (at least twice the dimension plus one for a dense q)."""
+"""Draws of the first solve (for a dense q at least twice the dimension plus two: M
+> d draws keep its fixed-draw entropy bounded)."""
 SAA_ROUNDS = 3
 """Solves at ``SAA_DRAWS`` times 1, 4, 16 draws before the stochastic engine takes over."""
 SAA_MAX_ITER = 2000

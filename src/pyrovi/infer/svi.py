@@ -748,8 +748,9 @@ class SVIRun:
         (:func:`~pyrovi.infer.saa.average_gain`). The average is accepted when that gain,
         which near the optimum is what the average still falls short by, is within
         ``SAA_TOLERANCE`` nats (two paired standard errors included) and both solves
-        reached a stationary point; otherwise again on four times the draws, ``SAA_ROUNDS`` times at
-        most, and then the stochastic engine runs from the average."""
+        reached a stationary point; otherwise again on four times the draws,
+        ``SAA_ROUNDS`` times at most, and then the stochastic engine runs from the
+        average."""
         why = self._fixed_draw_why_not(lr)
         if not why:
             starts = self._candidate_starts(init)
@@ -798,7 +799,7 @@ class SVIRun:
         rounds, certified = [], False
         num = self._fixed_draws(problem, 0).shape[0]
         for number in range(SAA_ROUNDS):
-            if num * max(1, data_size(self.data)) > SAA_MAX_NUMBERS:
+            if num * data_size(self.data) > SAA_MAX_NUMBERS:
                 break
             converged = True
             if number > 0:  # a fresh first solve on more draws, from the last average
@@ -861,6 +862,9 @@ class SVIRun:
                     "cannot be averaged")
         if self.density is None:
             return f"no compiled density ({self.history['compiled']['why']})"
+        if SAA_DRAWS * data_size(self.data) > SAA_MAX_NUMBERS:
+            return (f"{data_size(self.data)} data values: {SAA_DRAWS} draws at once would "
+                    f"exceed SAA_MAX_NUMBERS")
         return ""
 
     def _fixed_draws(self, problem: FixedDrawELBO, number: int, num: int | None = None
