@@ -74,6 +74,11 @@ def test_full_rank_solve_is_the_exact_posterior() -> None:
     assert len(fit.losses) < 100 and fit.history["compiled"]["used"]
 
 
+def test_fixed_draw_solves_show_a_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    pyrovi.fit(regression, _data(), progress=True)
+    assert "SVI (fixed draws)" in capsys.readouterr().err
+
+
 def test_mean_field_solve_is_the_exact_mean_field_optimum() -> None:
     """The mean-field optimum of KL(q || p) for a Gaussian p: p's mean and the sds
     1 / sqrt(diag(precision)); its ELBO is log p(x) minus that KL, in closed form."""

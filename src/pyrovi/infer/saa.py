@@ -29,6 +29,7 @@ and otherwise solves again on four times the draws, or runs its stochastic engin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,9 +194,12 @@ class FixedDrawELBO:
             loc, sd = self._mean_field(t)
             self.guide.start_at(GaussianStart(loc, None, self.sites, "saa", std=sd))
 
-    def solve(self, eps: torch.Tensor) -> Solve:
+    def solve(self, eps: torch.Tensor,
+              on_iteration: Callable[[float], None] | None = None) -> Solve:
         """Maximise the ELBO on the draws ``eps`` (shape ``(M, dim)``) by L-BFGS from the
-        guide's current parameters; the solution is left in the guide."""
+        guide's current parameters; the solution is left in the guide.
+        ``on_iteration(value)`` is called with the fixed-draw ELBO after each iteration
+        (a progress bar)."""
         values: list[float] = []
         evaluations = 0
 
@@ -217,6 +221,8 @@ class FixedDrawELBO:
 
         def record(intermediate_result: scipy.optimize.OptimizeResult) -> None:
             values.append(-float(intermediate_result.fun))
+            if on_iteration is not None:
+                on_iteration(values[-1])
 
         x0 = self.vector()
         values.append(-negative_and_grad(x0)[0])

@@ -325,6 +325,9 @@ class SVIRun:
         default); False chooses after the one-window first stage.
     optimizer : str
         As for :func:`fit`.
+    progress : bool
+        Show a tqdm bar of the fixed-draw solves (the stochastic steps' bar is
+        :func:`fit`'s).
 
     Examples
     --------
@@ -353,6 +356,7 @@ class SVIRun:
         second_stage: bool = True,
         compiled: bool = True,
         optimizer: str = "auto",
+        progress: bool = False,
     ) -> None:
         self.objective = get_objective(elbo)
         if optimizer not in OPTIMIZERS:
@@ -408,6 +412,7 @@ class SVIRun:
         self.second_stage = second_stage
         self.compiled = compiled
         self.optimizer_name = optimizer
+        self.progress = progress
         self.fixed_draws = False  # the fit is a fixed-draw solve (pyrovi.infer.saa)
         self.density: LogDensity | None = None
         self._densities: dict[str, LogDensity] = {}
@@ -738,6 +743,19 @@ class SVIRun:
 
     def _fixed_draw_fit(self, guide: str | Callable[..., Any], init: str | GaussianStart,
                         lr: float | None, num_particles: int) -> bool:
+        """:meth:`_fixed_draw_solves` under a progress bar (``progress=True``)."""
+        with tqdm(desc="SVI (fixed draws)", unit="it", dynamic_ncols=True,
+                  disable=not (self.progress and self.rank == 0)) as bar:
+            def tick(value: float) -> None:
+                bar.update(1)
+                bar.set_postfix({"elbo": f"{value:.4g}"}, refresh=False)
+
+            self._on_iteration = tick
+            return self._fixed_draw_solves(guide, init, lr, num_particles)
+
+    def _fixed_draw_solves(self, guide: str | Callable[..., Any],
+                           init: str | GaussianStart, lr: float | None,
+                           num_particles: int) -> bool:
         """Fit by L-BFGS on fixed draws (:mod:`pyrovi.infer.saa`) where it serves: returns
         True when the run is set up (a certified solve, or the stochastic engine started
         from an uncertified one), False when the stochastic engine's own trial is to run.
@@ -776,7 +794,7 @@ class SVIRun:
                 elbo0 = self._estimate(TRIAL_PARTICLES)[0]
                 problem = FixedDrawELBO(self.guide, self.density, start)
                 draws = self._fixed_draws(problem, 0)
-                solve = problem.solve(draws)
+                solve = problem.solve(draws, self._on_iteration)
                 self.num_grad_evals += solve.evaluations * len(draws)
                 score = float(np.mean(self._log_weights_or_none(self.guide)))
                 solved.append((score, guide_state(self.guide), start, state0, elbo0,
@@ -804,13 +822,14 @@ class SVIRun:
             converged = True
             if number > 0:  # a fresh first solve on more draws, from the last average
                 draws = self._fixed_draws(problem, 2 * number, num)
-                solve_a = FixedDrawELBO(self.guide, self.density, start).solve(draws)
+                solve_a = FixedDrawELBO(self.guide, self.density, start).solve(
+                    draws, self._on_iteration)
                 self.num_grad_evals += solve_a.evaluations * num
                 values += solve_a.values
                 converged = solve_a.converged
             state_a = guide_state(self.guide)
             solve_b = FixedDrawELBO(self.guide, self.density, start).solve(
-                self._fixed_draws(problem, 2 * number + 1, num))
+                self._fixed_draws(problem, 2 * number + 1, num), self._on_iteration)
             self.num_grad_evals += solve_b.evaluations * num
             values += solve_b.values
             state_b = guide_state(self.guide)
@@ -1566,7 +1585,8 @@ def fit(
         Seed for Pyro, torch and numpy; the same seed gives identical losses.
     progress : bool
         Show a tqdm bar with the smoothed ELBO, the step size and, with minibatches, the
-        epoch and the last held-out ELBO.
+        epoch and the last held-out ELBO; a fixed-draw fit (``optimizer``) shows its
+        L-BFGS iterations with the fixed-draw ELBO.
     max_steps : int
         Step cap when ``num_steps`` is None.
     alpha : float
@@ -1652,7 +1672,7 @@ def fit(
     run = SVIRun(model, data, guide, elbo, lr, num_particles, seed, init=init, alpha=alpha,
                  batch_size=batch_size, device=device, dtype=dtype, resume=resume,
                  second_stage=num_steps is None and num_epochs is None, compiled=compiled,
-                 optimizer=optimizer)
+                 optimizer=optimizer, progress=progress)
     if run.family is not None and not run.family.takes_steps:
         return run.result(converged=True)
     start_steps = len(run.losses) if resume is None else run.history.get("start_steps", 0)
