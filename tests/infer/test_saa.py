@@ -77,6 +77,8 @@ def test_full_rank_solve_is_the_exact_posterior() -> None:
 def test_fixed_draw_solves_show_a_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     pyrovi.fit(regression, _data(), progress=True)
     assert "SVI (fixed draws)" in capsys.readouterr().err
+    pyrovi.fit(regression, _data(), progress=True, optimizer="adam", num_steps=100)
+    assert "fixed draws" not in capsys.readouterr().err
 
 
 def test_mean_field_solve_is_the_exact_mean_field_optimum() -> None:

@@ -743,9 +743,11 @@ class SVIRun:
 
     def _fixed_draw_fit(self, guide: str | Callable[..., Any], init: str | GaussianStart,
                         lr: float | None, num_particles: int) -> bool:
-        """:meth:`_fixed_draw_solves` under a progress bar (``progress=True``)."""
+        """:meth:`_fixed_draw_solves` under a progress bar (``progress=True``, and only
+        where a solve may run)."""
+        shown = self.progress and self.rank == 0 and not self._fixed_draw_why_not(lr)
         with tqdm(desc="SVI (fixed draws)", unit="it", dynamic_ncols=True,
-                  disable=not (self.progress and self.rank == 0)) as bar:
+                  disable=not shown) as bar:
             def tick(value: float) -> None:
                 bar.update(1)
                 bar.set_postfix({"elbo": f"{value:.4g}"}, refresh=False)
