@@ -28,7 +28,11 @@ that are badly scaled, strongly correlated, skewed or hierarchical:
 The Gaussian families step on the model's log density traced once
 (:mod:`pyrovi.infer.compiled`; ``compiled=False`` or a model that cannot take that path
 uses Pyro's ELBOs): the same ELBO, with q's entropy in closed form, and the log weights of
-the trial, the progress checks and the final estimate on the same density.
+the trial, the progress checks and the final estimate on the same density. There
+``mean_field`` and ``full_rank`` take no stochastic steps by default: each start is solved
+by L-BFGS on fixed whitened draws and the result certified by a second solve
+(:mod:`pyrovi.infer.saa`, ``optimizer=``); steps 2-5 run only where that cannot serve or
+certify.
 
 For a mass-covering objective (``elbo="renyi"``, ``"iwae"``, ``"rws"``, ``"cubo"``: records
 in :mod:`pyrovi.infer.objectives`) the trial (2), the confirmation of a stop (4) and the
@@ -111,6 +115,7 @@ from pyrovi.infer.saa import (
     SAA_ROUNDS,
     SAA_TOLERANCE,
     FixedDrawELBO,
+    Solve,
     average_gain,
     whitened_draws,
 )
@@ -174,6 +179,25 @@ its ``start_spread``."""
 MAX_REGION_RETREATS = 6
 """Windows undone for leaving the objective's region (each halving the step size) before
 the fit gives up: 6 halvings take CUBO's 0.03 to 0.0005 sds per step."""
+
+
+@dataclasses.dataclass
+class _Solved:
+    """A start's first fixed-draw solve: its score on fresh draws, the solution, the start,
+    the guide's state and ELBO at the start, the solve itself and its dimension."""
+
+    score: float
+    state: dict[str, torch.Tensor]
+    start: GaussianStart | None
+    initial: dict[str, torch.Tensor]
+    initial_elbo: float
+    solve: Solve
+    dim: int
+
+
+def _start_label(start: GaussianStart | None) -> str:
+    """A start's name in the fit's history (``"none"`` for a guide built without one)."""
+    return start.source if start is not None else "none"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -644,7 +668,7 @@ class SVIRun:
         if self.family is not None and not self.family.takes_steps:
             self.schedule = Schedule(lr=0.0, converged=True)
             self._setup_guide(self._build(starts[0], guide))
-            self.start_name = starts[0].source if starts[0] is not None else "none"
+            self.start_name = _start_label(starts[0])
             self.start_state = guide_state(self.guide)
             self.start_elbo = None
             return
@@ -661,7 +685,7 @@ class SVIRun:
             for step_size in step_sizes:
                 pyro.clear_param_store()
                 pyro.set_rng_seed(self.seed)
-                self.start_name = start.source if start is not None else "none"
+                self.start_name = _start_label(start)
                 self.schedule = Schedule(
                     lr=step_size, num_particles=num_particles,
                     max_particles=num_particles if self.objective.fixed_particles
@@ -721,7 +745,7 @@ class SVIRun:
         _, snapshot, _, start_state, start_elbo = chosen
         self._restore_snapshot(snapshot, guide)
         self.start_state, self.start_elbo = start_state, start_elbo
-        self.other_starts = [(f[2].source if f[2] is not None else "none", f[3])
+        self.other_starts = [(_start_label(f[2]), f[3])
                              for f in finalists.values() if f is not chosen and f[3]]
         self.history["trial"] = trials
         self.num_grad_evals = evals  # every trial's steps count
@@ -772,6 +796,7 @@ class SVIRun:
         ``SAA_ROUNDS`` times at most, and then the stochastic engine runs from the
         average."""
         why = self._fixed_draw_why_not(lr)
+        solved: list[_Solved] = []
         if not why:
             starts = self._candidate_starts(init)
             shape = next((s for s in starts if s is not None and s.scale_tril is not None),
@@ -782,72 +807,72 @@ class SVIRun:
                                                                s.sites, s.source)
                           for s in starts]
             self.schedule = Schedule(lr=0.0, num_particles=num_particles)
-            solved: list[tuple[float, dict[str, torch.Tensor], Any, dict[str, torch.Tensor],
-                               float, list[float], FixedDrawELBO]] = []
             for start in starts:
                 pyro.clear_param_store()
                 pyro.set_rng_seed(self.seed)
-                self.start_name = start.source if start is not None else "none"
+                self.start_name = _start_label(start)
                 self._setup_guide(self._build(start, guide))
                 why = self._fixed_draw_why_not_built()
                 if why:
                     break
-                state0 = guide_state(self.guide)
-                elbo0 = self._estimate(TRIAL_PARTICLES)[0]
+                initial, initial_elbo = guide_state(self.guide), \
+                    self._estimate(TRIAL_PARTICLES)[0]
                 problem = FixedDrawELBO(self.guide, self.density, start)
-                draws = self._fixed_draws(problem, 0)
-                solve = problem.solve(draws, self._on_iteration)
-                self.num_grad_evals += solve.evaluations * len(draws)
-                score = float(np.mean(self._log_weights_or_none(self.guide)))
-                solved.append((score, guide_state(self.guide), start, state0, elbo0,
-                               solve.values, problem))
+                num = self._first_draws(problem.dim)
+                solve = problem.solve(self._fixed_draws(problem.dim, 0, num),
+                                      self._on_iteration)
+                self.num_grad_evals += solve.evaluations * num
+                score = float(np.mean(self._paired_log_weights(self.guide)))
+                solved.append(_Solved(score, guide_state(self.guide), start, initial,
+                                      initial_elbo, solve, problem.dim))
         if why:
             if self.optimizer_name == "saa":
                 raise ValueError(f"optimizer='saa' cannot fit this: {why}")
             self.history["saa"] = {"used": False, "why": why}
             return False
-        best = max(solved, key=lambda item: item[0])
-        _, state, start, state0, elbo0, values, problem = best
-        self.start_name = start.source if start is not None else "none"
-        self.history["trial"] = [{"stage": "saa", "start": s.source if s is not None
-                                  else "none", "lr": 0.0, "elbo": score, "start_elbo": e0}
-                                 for score, _, s, _, e0, _, _ in solved]
-        self.start_state, self.start_elbo = state0, elbo0
-        self.other_starts = [(s.source if s is not None else "none", s0)
-                             for _, _, s, s0, _, _, _ in solved if s0 is not state0]
-        _load_state(self.guide, state)
+        best = max(solved, key=lambda item: item.score)
+        start, dim = best.start, best.dim
+        self.start_name = _start_label(start)
+        self.history["trial"] = [{"stage": "saa", "start": _start_label(item.start),
+                                  "lr": 0.0, "elbo": item.score,
+                                  "start_elbo": item.initial_elbo} for item in solved]
+        self.start_state, self.start_elbo = best.initial, best.initial_elbo
+        self.other_starts = [(_start_label(item.start), item.initial) for item in solved
+                             if item is not best]
+        _load_state(self.guide, best.state)
+        values = list(best.solve.values)
         rounds, certified = [], False
-        num = self._fixed_draws(problem, 0).shape[0]
+        num = self._first_draws(dim)
         for number in range(SAA_ROUNDS):
             if num * data_size(self.data) > SAA_MAX_NUMBERS:
                 break
-            converged = True
+            stationary = best.solve.converged
             if number > 0:  # a fresh first solve on more draws, from the last average
-                draws = self._fixed_draws(problem, 2 * number, num)
                 solve_a = FixedDrawELBO(self.guide, self.density, start).solve(
-                    draws, self._on_iteration)
+                    self._fixed_draws(dim, 2 * number, num), self._on_iteration)
                 self.num_grad_evals += solve_a.evaluations * num
                 values += solve_a.values
-                converged = solve_a.converged
+                stationary = solve_a.converged
             state_a = guide_state(self.guide)
             solve_b = FixedDrawELBO(self.guide, self.density, start).solve(
-                self._fixed_draws(problem, 2 * number + 1, num), self._on_iteration)
+                self._fixed_draws(dim, 2 * number + 1, num), self._on_iteration)
             self.num_grad_evals += solve_b.evaluations * num
             values += solve_b.values
+            stationary = stationary and solve_b.converged
             state_b = guide_state(self.guide)
-            mean = {k: 0.5 * (state_a[k] + state_b[k]) for k in state_a}
+            candidates = {"a": state_a, "b": state_b,
+                          "mean": {k: 0.5 * (state_a[k] + state_b[k]) for k in state_a}}
             weights = {}
-            for name, candidate in (("a", state_a), ("b", state_b), ("mean", mean)):
+            for name, candidate in candidates.items():
                 _load_state(self.guide, candidate)
-                weights[name] = self._log_weights_or_none(self.guide)
+                weights[name] = self._paired_log_weights(self.guide)
             gain, se = average_gain(weights["mean"], weights["a"], weights["b"])
-            certified = converged and solve_b.converged and math.isfinite(gain) \
+            certified = stationary and math.isfinite(gain) \
                 and -SAA_TOLERANCE <= gain - 2.0 * se and gain + 2.0 * se <= SAA_TOLERANCE
             rounds.append({"draws": num, "gain": gain, "se": se, "certified": certified,
-                           "stationary": converged and solve_b.converged,
-                           "message": solve_b.message})
-            chosen = max(weights, key=lambda k: float(np.mean(weights[k])))
-            _load_state(self.guide, {"a": state_a, "b": state_b, "mean": mean}[chosen])
+                           "stationary": stationary, "message": solve_b.message})
+            _load_state(self.guide, candidates[max(weights,
+                                                   key=lambda k: float(np.mean(weights[k])))])
             if certified:
                 break
             num *= 4
@@ -859,12 +884,10 @@ class SVIRun:
                               f"({rounds[-1] if rounds else 'too much data'}); the "
                               "stochastic engine goes on from them", ConvergenceWarning,
                               stacklevel=4)
-            others = [(s.source if s is not None else "none", s0)
-                      for _, _, s, s0, _, _, _ in solved]
             saa_start, record = self.guide.as_start("saa"), self.history["saa"]
             self.optimizer_name = "adam"
             self._start(guide, saa_start, None, num_particles)
-            self.other_starts += others
+            self.other_starts += [(_start_label(item.start), item.initial) for item in solved]
             self.history["saa"] = record
             return True
         self.fixed_draws = True
@@ -888,17 +911,18 @@ class SVIRun:
                     f"exceed SAA_MAX_NUMBERS")
         return ""
 
-    def _fixed_draws(self, problem: FixedDrawELBO, number: int, num: int | None = None
-                     ) -> torch.Tensor:
-        """The ``number``-th set of whitened draws of a solve (``SAA_DRAWS``, at least
-        twice the dimension plus two for a dense q, unless ``num`` is given)."""
+    def _first_draws(self, dim: int) -> int:
+        """Draws of a first solve: ``SAA_DRAWS``, and for a dense q at least twice its
+        dimension plus two."""
         dense = isinstance(self.guide, AutoWhitenedNormal) and not self.guide.low_rank
-        if num is None:
-            num = max(SAA_DRAWS, 2 * problem.dim + 2) if dense else SAA_DRAWS
-        return whitened_draws(num, problem.dim, self.seed + RANK_SEED_STRIDE * (number + 1),
+        return max(SAA_DRAWS, 2 * dim + 2) if dense else SAA_DRAWS
+
+    def _fixed_draws(self, dim: int, number: int, num: int) -> torch.Tensor:
+        """The ``number``-th set of ``num`` whitened draws of the run's solves."""
+        return whitened_draws(num, dim, self.seed + RANK_SEED_STRIDE * (number + 1),
                               self.dtype, self.device)
 
-    def _log_weights_or_none(self, guide: Any) -> np.ndarray:
+    def _paired_log_weights(self, guide: Any) -> np.ndarray:
         """Log weights of ``TRIAL_PARTICLES`` draws of ``guide`` with the run's seed
         (common draws for guides of one layout: their differences are precise); -inf
         where they cannot be computed."""
