@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pyrovi
-from pyrovi.infer import svi
+from pyrovi.infer import schedule, svi
 from pyrovi.infer.compiled import flat_posterior
 from pyrovi.infer.saa import whitened_draws
 
@@ -130,3 +130,46 @@ def test_where_the_fixed_draw_fit_cannot_serve(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(svi, "SAA_MAX_NUMBERS", 100)  # 80 data values, 64 draws at once
     with pytest.raises(ValueError, match="SAA_MAX_NUMBERS"):
         pyrovi.fit(regression, data, optimizer="saa")
+
+
+def test_a_premature_stop_of_the_stochastic_engine_is_withdrawn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stochastic fit made to stop at its first plateau, far from the optimum in the
+    correlated valley, is checked by a fixed-draw solve from where it stopped: the solve
+    gains nats on fresh draws, the stop is withdrawn, and the fit goes on to the exact
+    mean-field optimum, whose next stop the check confirms."""
+    monkeypatch.setattr(schedule, "PLATEAUS_TO_STOP", 1)
+    monkeypatch.setattr(svi, "MIN_GAIN", math.inf)  # no stop withdrawn by the ten windows
+    data = _data()
+    mean, precision, evidence = _exact(data)
+    kl = 0.5 * float(precision.diagonal().log().sum() - torch.logdet(precision))
+    fit = pyrovi.fit(regression, data, guide="mean_field", optimizer="adam", init="prior")
+    checks = fit.history["stop_checks"]
+    assert checks[0]["withdrawn"] and checks[0]["gain"] > 0.05
+    assert not checks[-1]["withdrawn"] and abs(checks[-1]["gain"]) < 0.05
+    assert fit.converged
+    q = flat_posterior(fit.guide)  # the last check's solution: exact (whitened draws)
+    assert torch.allclose(q.mean, mean, rtol=1e-4)
+    assert torch.allclose(q.stddev, precision.diagonal().rsqrt(), rtol=1e-4)
+    assert abs(fit.elbo - (evidence - kl)) < 3 * fit.elbo_se + 1e-6
+
+
+def test_stops_that_a_solve_keeps_improving_end_the_fit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that withdraws ``MAX_STOP_CHECKS`` stops gives up: not converged, and a
+    warning that names the gain."""
+    monkeypatch.setattr(schedule, "PLATEAUS_TO_STOP", 1)
+    monkeypatch.setattr(svi, "MIN_GAIN", math.inf)
+    monkeypatch.setattr(svi, "MAX_STOP_CHECKS", 1)
+    with pytest.warns(pyrovi.ConvergenceWarning, match="fixed-draw solve from the stoch"):
+        fit = pyrovi.fit(regression, _data(), guide="mean_field", optimizer="adam",
+                         init="prior")
+    assert not fit.converged and len(fit.history["stop_checks"]) == 1
+    assert fit.history["failure"].startswith("a fixed-draw solve")
+
+
+def test_the_stop_check_says_where_it_cannot_serve() -> None:
+    fit = pyrovi.fit(regression, _data(), guide="mean_field", elbo="renyi",
+                     num_particles=4)
+    assert fit.history["stop_checks"] == [{"step": fit.history["stop_checks"][0]["step"],
+                                           "why": "elbo='renyi' is not an ELBO"}]
