@@ -126,7 +126,7 @@ def test_compiled_fit_reaches_the_exact_evidence(family: str) -> None:
     fit = pyrovi.fit(normal_normal.model, data, guide=family, optimizer="adam")
     used = fit.history["compiled"]
     assert used["used"] and used["graphs"], used
-    assert used["traces"] <= 4 and used["calls"] >= 50 * used["traces"]
+    assert used["traces"] <= 5 and used["calls"] >= 50 * used["traces"]
     assert fit.converged
     assert normal_normal.log_evidence(data) - fit.elbo < 0.01
     plain = pyrovi.fit(normal_normal.model, data, guide=family, compiled=False)
