@@ -38,6 +38,15 @@ positive-definite Hessian, such as the centred eight schools; more than
 ``LAPLACE_MAX_DIM`` dimensions; sites that are not the kernel's, such as enumerated
 discrete ones) a chain starts as Pyro starts it.
 
+The adaptation keeps that scale. At the end of each window Pyro sets the inverse mass
+matrix to Stan's regularised estimate, ``n / (n + 5) S + 1e-3 * 5 / (n + 5) I``; here the
+identity is replaced by the Laplace covariance (:class:`_ShrunkToLaplace`), which is
+Stan's form in the coordinates the Laplace approximation whitens. Towards the identity,
+the ``1e-3`` swamps every direction of smaller variance: on posteriordb's kilpisjarvi (a
+slope with an sd of about 0.01, correlated -0.9999 with its intercept) the step size fell
+to 0.005 and most trees reached the maximal depth of 10, 172 s for one chain of 300 +
+300; shrunk towards the Laplace covariance, a step size of 0.73, depths 2 to 3, 5 s.
+
 Draws sized to the effective sample size
 ----------------------------------------
 With ``target_ess`` the chains, once warmed up, draw in blocks of ``ESS_BLOCK`` and stop
