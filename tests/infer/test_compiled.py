@@ -141,14 +141,28 @@ def test_models_that_cannot_take_the_path_fall_back() -> None:
     guide, _ = _built("flow", constrained_model, data)
     assert "not a Gaussian family" in compiled_path(constrained_model, guide, data)
 
-    fit = pyrovi.fit(not_batch_safe, data, guide="mean_field", num_steps=200)
-    assert not fit.history["compiled"]["used"]
-    # beta[0] + beta[1] is identified only through its sum: the posterior of the sum is
-    # N(sum(x) / (N + 1/2), 1 / (N + 1/2)) with two unit-normal priors
-    draws = fit.sample(4000)["beta"]
-    total = draws.sum(-1)
+    fit = pyrovi.fit(branching, data, guide="mean_field", num_steps=200)
+    assert not fit.history["compiled"]["used"]  # neither in a plate nor mapped
+    assert "differs" in fit.history["compiled"]["why"]
+
+
+def test_a_model_written_for_one_draw_is_mapped_over_the_draws() -> None:
+    """``beta[0] + beta[1]`` broadcasts wrongly in a particle plate; mapped over the draws
+    (vmap) each draw gets its own density, so the model takes the compiled path with one
+    graph for every particle count, and the full-rank fit is the exact posterior:
+    ``x ~ N(0, I + 2 11^T)`` and both coefficients' means ``sum(x) / (2 N + 1)``."""
+    data = _data()
+    fit = pyrovi.fit(not_batch_safe, data, guide="full_rank")
+    used = fit.history["compiled"]
+    assert used["used"] and used["batching"] == "vmap" and used["traces"] == 1, used
     n = data["x"].shape[0]
-    assert abs(float(total.mean()) - float(data["x"].sum()) / (n + 0.5)) < 0.05
+    covariance = torch.eye(n, dtype=torch.float64) + 2.0
+    evidence = dist.MultivariateNormal(torch.zeros(n, dtype=torch.float64), covariance) \
+        .log_prob(data["x"])
+    assert abs(fit.elbo - float(evidence)) < 1e-6
+    mean = float(data["x"].sum()) / (2 * n + 1)
+    assert torch.allclose(flat_posterior(fit.guide).mean,
+                          torch.full((2,), mean, dtype=torch.float64), rtol=1e-6)
 
 
 def test_value_dependent_control_flow_runs_eagerly() -> None:

@@ -75,6 +75,11 @@ class LogDensity:
     nesting : int, optional
         The model's plate nesting; the particle plate sits left of it. By default read
         from a trace of the model.
+    vmap : bool, optional
+        Batch the draws with :func:`torch.func.vmap` over the model as written, one draw
+        at a time, instead of a particle plate: for models that broadcast wrongly under
+        a plate (``beta[0] + beta[1] * x``). One graph, traced for a single draw, then
+        serves every particle count.
 
     Attributes
     ----------
@@ -86,8 +91,9 @@ class LogDensity:
     """
 
     def __init__(self, model: Callable[..., Any], data: dict[str, Any], sites: SiteSlices,
-                 nesting: int | None = None) -> None:
+                 nesting: int | None = None, vmap: bool = False) -> None:
         self.model = model
+        self.vmap = vmap
         self.data = data
         self.sites = sites
         self.dim = max((hi for _, hi, _ in sites.values()), default=0)
@@ -105,7 +111,14 @@ class LogDensity:
 
     def eager(self, u: torch.Tensor) -> torch.Tensor:
         """The log density run by Pyro: ``u`` of shape ``(d,)`` gives a scalar (the model
-        as written), ``(K, d)`` a vector of ``K`` (the model in a particle plate)."""
+        as written), ``(K, d)`` a vector of ``K`` (the model in a particle plate, or
+        mapped over the draws with ``vmap``)."""
+        if self.vmap and u.dim() == 2:
+            with pyro.validation_enabled(False):  # its checks branch on the values
+                return torch.func.vmap(self._run)(u)
+        return self._run(u)
+
+    def _run(self, u: torch.Tensor) -> torch.Tensor:
         batched = u.dim() == 2
         num = u.shape[0] if batched else 1
         lead = (num,) + (1,) * self.nesting
@@ -145,8 +158,7 @@ class LogDensity:
         """The log density of the draws ``u`` (shape ``(K, d)``): the traced graph for
         ``K`` (traced and checked on first use), or the eager run."""
         self.num_calls += 1
-        num = u.shape[0]
-        graph = self._graphs.get(num)
+        graph = self._graphs.get(self._graph_key(u))
         if graph is None and self.compiled and len(self._graphs) < MAX_TRACED:
             graph = self._trace(u)
         return graph(u) if graph is not None else self.eager(u)
@@ -156,7 +168,11 @@ class LogDensity:
         with pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             try:
-                graph = torch.jit.trace(self.eager, (example,), check_trace=False)
+                if self.vmap:  # one draw traced, mapped over any number of them
+                    graph = torch.func.vmap(torch.jit.trace(self._run, (example[0],),
+                                                            check_trace=False))
+                else:
+                    graph = torch.jit.trace(self.eager, (example,), check_trace=False)
             except Exception:  # noqa: BLE001 - a model that cannot be traced runs eagerly
                 self.compiled = False
                 return None
@@ -168,8 +184,12 @@ class LogDensity:
                 if not _close(graph(other), self.eager(other)):
                     self.compiled = False  # control flow on latent values: not traceable
                     return None
-        self._graphs[u.shape[0]] = graph
+        self._graphs[self._graph_key(u)] = graph
         return graph
+
+    def _graph_key(self, u: torch.Tensor) -> int:
+        """Graphs are kept by particle count; a mapped one serves every count (key 0)."""
+        return 0 if self.vmap else u.shape[0]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

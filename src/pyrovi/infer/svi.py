@@ -82,7 +82,12 @@ from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyrovi.guides import GaussianStart, GuideFamily, get_family, initial_start
-from pyrovi.guides.gaussian import AutoWhitenedNormal, MeanFieldNormal, site_slices
+from pyrovi.guides.gaussian import (
+    AutoWhitenedNormal,
+    MeanFieldNormal,
+    SiteSlices,
+    site_slices,
+)
 from pyrovi.infer import distributed
 from pyrovi.infer.batches import BATCH_SIZE_KEY, EpochBatches
 from pyrovi.infer.compiled import (
@@ -573,8 +578,6 @@ class SVIRun:
             why = "minibatches"
         elif self.world_size > 1:
             why = "data-parallel training"
-        elif not self.vectorize:
-            why = "the model cannot be evaluated for many particles at once"
         else:
             why = compiled_path(self.model, guide, self.data)
         density = None
@@ -582,13 +585,27 @@ class SVIRun:
             sites = site_slices(guide)
             density = self._densities.get(repr(sites))
             if density is None:
-                density = LogDensity(self.model, self.data, sites, self.nesting)
-                if batch_agrees(density, probe_draws(guide)):
+                density = self._batched_density(sites, probe_draws(guide))
+                if density is not None:
                     self._densities[repr(sites)] = density
                 else:
-                    why, density = "the model's batched density differs from its own", None
-        self.history["compiled"] = {"used": density is not None, "why": why}
+                    why = ("the model's batched density differs from its own, in a "
+                           "particle plate and mapped over the draws")
+        self.history["compiled"] = {"used": density is not None, "why": why,
+                                    "batching": "" if density is None
+                                    else "vmap" if density.vmap else "plate"}
         return density
+
+    def _batched_density(self, sites: SiteSlices, probe: torch.Tensor) -> LogDensity | None:
+        """The log density with its draws in a particle plate where the model broadcasts
+        correctly there, else mapped over them (``vmap``: a model written for one draw,
+        ``beta[0] + beta[1] * x``), else None; each checked against draws one at a time."""
+        if self.vectorize:
+            density = LogDensity(self.model, self.data, sites, self.nesting)
+            if batch_agrees(density, probe):
+                return density
+        density = LogDensity(self.model, self.data, sites, self.nesting, vmap=True)
+        return density if batch_agrees(density, probe) else None
 
     def _on_density(self, model: Callable[..., Any], guide: Any) -> bool:
         """Whether ``model`` and ``guide`` can be evaluated on the run's compiled density."""
