@@ -52,7 +52,8 @@ SAA_TOLERANCE = 0.05
 ``MIN_GAIN``, since the solves' error is measured directly rather than through the gain
 of ten windows."""
 SAA_MAX_NUMBERS = 20_000_000
-"""Cap on draws times data size of one solve (memory of one batched evaluation)."""
+"""Cap on draws times data size of one batched evaluation: more draws are evaluated in
+chunks (memory, not arithmetic)."""
 
 
 def whitened_draws(num: int, dim: int, seed: int, dtype: torch.dtype,
@@ -125,11 +126,15 @@ class FixedDrawELBO:
         The model's log density laid out as the guide's flat vector.
     start : GaussianStart or None
         The start the guide was built at (its Cholesky factor preconditions a mean field).
+    draws_at_once : int, optional
+        Draws evaluated in one batch; more are evaluated in chunks of this many and
+        their gradients summed (the same value: memory, not arithmetic). Default: all.
     """
 
     def __init__(self, guide: MeanFieldNormal | AutoWhitenedNormal, density: LogDensity,
-                 start: GaussianStart | None) -> None:
+                 start: GaussianStart | None, draws_at_once: int | None = None) -> None:
         self.guide = guide
+        self.draws_at_once = draws_at_once
         self.density = density
         if isinstance(guide, AutoWhitenedNormal):
             shape = guide.cov_factor if guide.low_rank else guide.tril
@@ -207,13 +212,16 @@ class FixedDrawELBO:
             nonlocal evaluations
             evaluations += 1
             t = torch.as_tensor(x, dtype=self.dtype, device=self.device).requires_grad_(True)
+            value, grad = 0.0, torch.zeros_like(t)
             try:
-                with torch.enable_grad():
-                    loss = -self.value(t, eps)
-                    (grad,) = torch.autograd.grad(loss, t)
+                for chunk in eps.split(self.draws_at_once or len(eps)):
+                    with torch.enable_grad():  # each chunk's share of the mean
+                        loss = -self.value(t, chunk) * (len(chunk) / len(eps))
+                        (part,) = torch.autograd.grad(loss, t)
+                    value += float(loss.detach())
+                    grad += part
             except (ValueError, RuntimeError):  # invalid distribution parameters
                 return math.inf, np.zeros_like(x)
-            value = float(loss.detach())
             grad_np = grad.detach().double().cpu().numpy()
             if not (math.isfinite(value) and np.isfinite(grad_np).all()):
                 return math.inf, np.zeros_like(x)

@@ -852,7 +852,7 @@ class SVIRun:
                     break
                 initial, initial_elbo = guide_state(self.guide), \
                     self._estimate(TRIAL_PARTICLES)[0]
-                problem = FixedDrawELBO(self.guide, self.density, start)
+                problem = self._fixed_draw_problem(start)
                 num = self._first_draws(problem.dim)
                 solve = problem.solve(self._fixed_draws(problem.dim, 0, num),
                                       self._on_iteration)
@@ -879,17 +879,15 @@ class SVIRun:
         rounds, certified = [], False
         num = self._first_draws(dim)
         for number in range(SAA_ROUNDS):
-            if num * data_size(self.data) > SAA_MAX_NUMBERS:
-                break
             stationary = best.solve.converged
             if number > 0:  # a fresh first solve on more draws, from the last average
-                solve_a = FixedDrawELBO(self.guide, self.density, start).solve(
+                solve_a = self._fixed_draw_problem(start).solve(
                     self._fixed_draws(dim, 2 * number, num), self._on_iteration)
                 self.num_grad_evals += solve_a.evaluations * num
                 values += solve_a.values
                 stationary = solve_a.converged
             state_a = guide_state(self.guide)
-            solve_b = FixedDrawELBO(self.guide, self.density, start).solve(
+            solve_b = self._fixed_draw_problem(start).solve(
                 self._fixed_draws(dim, 2 * number + 1, num), self._on_iteration)
             self.num_grad_evals += solve_b.evaluations * num
             values += solve_b.values
@@ -916,7 +914,7 @@ class SVIRun:
         if not certified:  # the stochastic engine goes on from the last average
             if self.optimizer_name == "saa":
                 warnings.warn("optimizer='saa': the fixed-draw solves were not certified "
-                              f"({rounds[-1] if rounds else 'too much data'}); the "
+                              f"({rounds[-1] if rounds else 'no round'}); the "
                               "stochastic engine goes on from them", ConvergenceWarning,
                               stacklevel=4)
             saa_start, record = self.guide.as_start("saa"), self.history["saa"]
@@ -941,10 +939,13 @@ class SVIRun:
                     "cannot be averaged")
         if self.density is None:
             return f"no compiled density ({self.history['compiled']['why']})"
-        if SAA_DRAWS * data_size(self.data) > SAA_MAX_NUMBERS:
-            return (f"{data_size(self.data)} data values: {SAA_DRAWS} draws at once would "
-                    f"exceed SAA_MAX_NUMBERS")
         return ""
+
+    def _fixed_draw_problem(self, start: GaussianStart | None) -> FixedDrawELBO:
+        """The fixed-draw ELBO of the run's guide, its draws evaluated
+        ``SAA_MAX_NUMBERS`` numbers of draws times data at a time."""
+        return FixedDrawELBO(self.guide, self.density, start,
+                             max(1, SAA_MAX_NUMBERS // max(1, data_size(self.data))))
 
     def _first_draws(self, dim: int) -> int:
         """Draws of a first solve: ``SAA_DRAWS``, and for a dense q at least twice its
@@ -1335,9 +1336,6 @@ class SVIRun:
             return f"no compiled density ({self.history['compiled']['why']})"
         if self.batches is not None or self.data_parallel is not None:
             return "minibatches or data-parallel training"
-        if STOP_CHECK_DRAWS * data_size(self.data) > SAA_MAX_NUMBERS:
-            return (f"{data_size(self.data)} data values: {STOP_CHECK_DRAWS} draws at once "
-                    "would exceed SAA_MAX_NUMBERS")
         return ""
 
     def _check_stop_by_solve(self) -> None:
@@ -1366,7 +1364,7 @@ class SVIRun:
         with self._averaged():
             before = guide_state(self.guide)
         _load_state(self.guide, before)
-        problem = FixedDrawELBO(self.guide, self.density, None)
+        problem = self._fixed_draw_problem(None)
         dense = isinstance(self.guide, AutoWhitenedNormal) and not self.guide.low_rank
         num = max(STOP_CHECK_DRAWS, 2 * problem.dim + 2) if dense else STOP_CHECK_DRAWS
         solve = problem.solve(self._fixed_draws(problem.dim, STOP_CHECK_SEEDS + len(checks),
