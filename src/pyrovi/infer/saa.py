@@ -200,11 +200,14 @@ class FixedDrawELBO:
             self.guide.start_at(GaussianStart(loc, None, self.sites, "saa", std=sd))
 
     def solve(self, eps: torch.Tensor,
-              on_iteration: Callable[[float], None] | None = None) -> Solve:
+              on_iteration: Callable[[float], None] | None = None,
+              stall: tuple[int, float] | None = None) -> Solve:
         """Maximise the ELBO on the draws ``eps`` (shape ``(M, dim)``) by L-BFGS from the
         guide's current parameters; the solution is left in the guide.
         ``on_iteration(value)`` is called with the fixed-draw ELBO after each iteration
-        (a progress bar)."""
+        (a progress bar). ``stall = (n, nats)`` ends the solve early, not converged, once
+        ``n`` iterations have gained less than ``nats`` (a check that only needs to know
+        how much is left to gain, not the stationary point itself)."""
         values: list[float] = []
         evaluations = 0
 
@@ -231,6 +234,9 @@ class FixedDrawELBO:
             values.append(-float(intermediate_result.fun))
             if on_iteration is not None:
                 on_iteration(values[-1])
+            if stall is not None and len(values) > stall[0] \
+                    and values[-1] - values[-1 - stall[0]] < stall[1]:
+                raise StopIteration
 
         x0 = self.vector()
         values.append(-negative_and_grad(x0)[0])
