@@ -17,7 +17,9 @@ for the small and medium models a reference comparison is made on.
 The path is taken only where it gives the same numbers as the model run by Pyro:
 
 * the batched density of a few draws equals the unbatched density of each (the model
-  broadcasts correctly under a particle plate), and
+  broadcasts correctly under a particle plate; where it does not, as a model indexing
+  ``beta[0]``, the draws are mapped over the model as written with
+  :func:`torch.func.vmap` instead, and that is checked the same way), and
 * the traced graph equals the eager run at draws other than those it was traced at (their
   negation and a random perturbation: no control flow that depends on the latent values
   was frozen into it); a graph that fails the check is dropped and the eager batched run
