@@ -14,6 +14,7 @@ from pyro.infer.mcmc.util import initialize_model
 import pyrovi
 from pyrovi.guides import get_family
 from pyrovi.guides.gaussian import site_slices
+from pyrovi.infer import result
 from pyrovi.infer.compiled import (
     LogDensity,
     batch_agrees,
@@ -146,7 +147,8 @@ def test_models_that_cannot_take_the_path_fall_back() -> None:
     assert "differs" in fit.history["compiled"]["why"]
 
 
-def test_a_model_written_for_one_draw_is_mapped_over_the_draws() -> None:
+def test_a_model_written_for_one_draw_is_mapped_over_the_draws(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """``beta[0] + beta[1]`` broadcasts wrongly in a particle plate; mapped over the draws
     (vmap) each draw gets its own density, so the model takes the compiled path with one
     graph for every particle count, and the full-rank fit is the exact posterior:
@@ -163,6 +165,11 @@ def test_a_model_written_for_one_draw_is_mapped_over_the_draws() -> None:
     mean = float(data["x"].sum()) / (2 * n + 1)
     assert torch.allclose(flat_posterior(fit.guide).mean,
                           torch.full((2,), mean, dtype=torch.float64), rtol=1e-6)
+    # the fit's log weights (PSIS, compare) on the same density, not Pyro's traces: q = p,
+    # so every one is log p(x)
+    monkeypatch.setattr(result, "guide_log_weights", None)
+    log_w = fit.log_weights(500)
+    assert log_w.shape == (500,) and np.allclose(log_w, float(evidence), atol=1e-6)
 
 
 def test_value_dependent_control_flow_runs_eagerly() -> None:

@@ -52,6 +52,7 @@ from pyrovi.guides.gaussian import (
     MeanFieldNormal,
     SiteSlices,
     deep_getattr,
+    site_slices,
 )
 from pyrovi.infer.util import in_particle_plate, max_plate_nesting, model_trace
 
@@ -231,6 +232,31 @@ def batch_agrees(density: LogDensity, u: torch.Tensor) -> bool:
         except Exception:  # noqa: BLE001 - any failure means "not batch safe"
             return False
     return _close(batched, single)
+
+
+def batched_density(model: Callable[..., Any], data: dict[str, Any], sites: SiteSlices,
+                    probe: torch.Tensor, nesting: int | None = None,
+                    plate: bool = True) -> LogDensity | None:
+    """The model's log density with its draws in a particle plate where the model
+    broadcasts correctly there, else mapped over them (``vmap``: a model written for one
+    draw, ``beta[0] + beta[1] * x``), else None; each checked by :func:`batch_agrees` on
+    the draws ``probe`` (shape ``(K, d)``). ``plate=False`` skips the plate (known not to
+    broadcast)."""
+    if plate:
+        density = LogDensity(model, data, sites, nesting)
+        if batch_agrees(density, probe):
+            return density
+    density = LogDensity(model, data, sites, nesting, vmap=True)
+    return density if batch_agrees(density, probe) else None
+
+
+def guide_density(model: Callable[..., Any], guide: Any, data: dict[str, Any]
+                  ) -> LogDensity | None:
+    """:func:`batched_density` for a built Gaussian guide of ``model``, or None where the
+    pair cannot take the compiled path (:func:`compiled_path`)."""
+    if compiled_path(model, guide, data):
+        return None
+    return batched_density(model, data, site_slices(guide), probe_draws(guide))
 
 
 def flat_posterior(guide: Any) -> dist.Distribution:

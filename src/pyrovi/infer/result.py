@@ -27,6 +27,8 @@ from pyro.infer import Predictive, Trace_ELBO
 
 from pyrovi.guides import get_family
 from pyrovi.infer.batches import whole_data
+from pyrovi.infer.compiled import guide_density
+from pyrovi.infer.compiled import log_weights as compiled_log_weights
 from pyrovi.infer.util import (
     as_tensor_data,
     default_dtype,
@@ -186,9 +188,15 @@ class SVIFit:
     def log_weights(self, num_samples: int = 1000, seed: int = 0,
                     data: dict[str, Any] | None = None) -> np.ndarray:
         """Log importance weights ``log p(x, z) - log q(z)`` of ``num_samples`` guide draws
-        (on ``data``, by default the fit's own; on the whole data set, not a minibatch)."""
+        (on ``data``, by default the fit's own; on the whole data set, not a minibatch).
+        A Gaussian guide of a model that can take the compiled path is evaluated on the
+        model's log density (:func:`~pyrovi.infer.compiled.log_weights`), the rest
+        through Pyro's traces."""
         with self.in_force():
             data = whole_data(self.data if data is None else as_tensor_data(data, self.dtype))
+            density = guide_density(self.model, self.guide, data)
+            if density is not None:
+                return compiled_log_weights(density, self.guide, num_samples, seed)
             return guide_log_weights(self.model, self.guide, data, num_samples=num_samples,
                                      seed=seed)
 

@@ -82,17 +82,12 @@ from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyrovi.guides import GaussianStart, GuideFamily, get_family, initial_start
-from pyrovi.guides.gaussian import (
-    AutoWhitenedNormal,
-    MeanFieldNormal,
-    SiteSlices,
-    site_slices,
-)
+from pyrovi.guides.gaussian import AutoWhitenedNormal, MeanFieldNormal, site_slices
 from pyrovi.infer import distributed
 from pyrovi.infer.batches import BATCH_SIZE_KEY, EpochBatches
 from pyrovi.infer.compiled import (
     LogDensity,
-    batch_agrees,
+    batched_density,
     compiled_path,
     gaussian_draws,
     log_weights,
@@ -589,7 +584,8 @@ class SVIRun:
             sites = site_slices(guide)
             density = self._densities.get(repr(sites))
             if density is None:
-                density = self._batched_density(sites, probe_draws(guide))
+                density = batched_density(self.model, self.data, sites, probe_draws(guide),
+                                          self.nesting, plate=self.vectorize)
                 if density is not None:
                     self._densities[repr(sites)] = density
                 else:
@@ -599,17 +595,6 @@ class SVIRun:
                                     "batching": "" if density is None
                                     else "vmap" if density.vmap else "plate"}
         return density
-
-    def _batched_density(self, sites: SiteSlices, probe: torch.Tensor) -> LogDensity | None:
-        """The log density with its draws in a particle plate where the model broadcasts
-        correctly there, else mapped over them (``vmap``: a model written for one draw,
-        ``beta[0] + beta[1] * x``), else None; each checked against draws one at a time."""
-        if self.vectorize:
-            density = LogDensity(self.model, self.data, sites, self.nesting)
-            if batch_agrees(density, probe):
-                return density
-        density = LogDensity(self.model, self.data, sites, self.nesting, vmap=True)
-        return density if batch_agrees(density, probe) else None
 
     def _on_density(self, model: Callable[..., Any], guide: Any) -> bool:
         """Whether ``model`` and ``guide`` can be evaluated on the run's compiled density."""
