@@ -1336,13 +1336,13 @@ class SVIRun:
         optimum while every window's trend, and the gain over ten windows, look flat
         (posteriordb's gp_pois_regr, mean field: half a nat short, and 3.3 nats from its
         Laplace start alone). A gain above ``STOP_CHECK_TOLERANCE`` beyond two paired
-        standard errors withdraws the stop: the fit goes
-        on from the solution (it is better on fresh draws) until its next stop, checked
-        again. A smaller gain beyond two standard errors keeps the stop and returns the
-        solution; after ``MAX_STOP_CHECKS`` such withdrawals the fit gives up
-        (:attr:`failure`) at the last solution. Runs the check cannot serve (another
-        objective or guide, no compiled density, minibatches) stop as before, and
-        ``history['stop_checks']`` says why."""
+        standard errors withdraws the stop: the fit goes on from the solution (it is
+        better on fresh draws) until its next stop, checked again. A smaller gain beyond
+        two standard errors keeps the stop and returns the solution. After
+        ``MAX_STOP_CHECKS`` withdrawals the fit gives up (:attr:`failure`) at the last
+        solution. Runs the check cannot serve (another objective or guide, no compiled
+        density, minibatches) stop as before, and ``history['stop_checks']`` says why.
+        The solve ends early once it stalls (``STOP_CHECK_STALL``)."""
         checks = self.history.setdefault("stop_checks", [])
         why = self._stop_check_why_not()
         if why:
