@@ -186,7 +186,10 @@ class _ShrunkToLaplace(BlockMassMatrix):
     approximation whitens. Towards the identity, ``1e-3`` swamps every direction whose
     posterior variance is far below it (posteriordb's kilpisjarvi: a slope with an sd of
     about 0.01, correlated -0.9999 with the intercept), the step size collapses and trees
-    reach the maximal depth."""
+    reach the maximal depth. A dense block adapted from no more draws than its dimension
+    (Pyro's first slow window has 25) keeps its metric: that estimate is singular, and
+    shrunk only by ``1e-3`` towards ``C`` it leaves directions with almost no inverse
+    mass (posteriordb's diamonds, 26 dimensions: warm-up trees of 100 and more steps)."""
 
     def __init__(self, start: GaussianStart) -> None:
         super().__init__()
@@ -197,6 +200,10 @@ class _ShrunkToLaplace(BlockMassMatrix):
         for names, scheme in self._adapt_scheme.items():
             covariance = scheme.get_covariance(regularize=False)
             n = scheme.n_samples
+            if covariance.dim() == 2 and n <= covariance.shape[0]:
+                # fewer draws than dimensions: a singular estimate, the metric is kept
+                adapted[names] = self._inverse_mass_matrix[names]
+                continue
             laplace = _inverse_mass(self._start, {names: covariance})[names]
             adapted[names] = covariance * (n / (n + 5.0)) + laplace * (1e-3 * 5.0 / (n + 5.0))
         self.inverse_mass_matrix = adapted
