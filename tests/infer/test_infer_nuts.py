@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import pyrovi
+from pyrovi.guides import GaussianStart
 from pyrovi.models import beta_bernoulli, normal_normal
 
 nuts_module = importlib.import_module("pyrovi.infer.nuts")  # the package re-exports nuts()
@@ -215,3 +216,27 @@ def test_adaptation_keeps_the_scale_of_a_badly_scaled_posterior(tmp_path,
         mcse = float(az.mcse(idata, var_names=[site], method="mean")[site])
         assert abs(draws.mean() - float(mean[i])) < 4 * mcse
         assert abs(draws.std() / float(covariance[i, i].sqrt()) - 1) < 0.15
+
+
+def test_the_adapted_metric_is_shrunk_towards_the_laplace_covariance() -> None:
+    """Stan's regularisation with the Laplace covariance C in place of the identity, and a
+    window with no more draws than dimensions (a singular estimate) keeps the metric."""
+    tril = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.1, 0.0], [0.0, 0.0, 0.01]],
+                        dtype=torch.float64)
+    start = GaussianStart(torch.zeros(3, dtype=torch.float64), tril,
+                          {"z": (0, 3, torch.Size([3]))}, "laplace")
+    mass = nuts_module._ShrunkToLaplace(start)
+    mass.configure({("z",): (3, 3)}, options={"dtype": torch.float64})
+    initial = mass.inverse_mass_matrix[("z",)].clone()
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.randn(12, 3, generator=gen, dtype=torch.float64) @ tril.T
+    for row in draws[:3]:  # 3 draws in 3 dimensions: singular
+        mass.update({"z": row}, None)
+    mass.end_adaptation()
+    assert torch.equal(mass.inverse_mass_matrix[("z",)], initial)
+    for row in draws:
+        mass.update({"z": row}, None)
+    mass.end_adaptation()
+    n = len(draws)
+    expected = torch.cov(draws.T) * n / (n + 5) + tril @ tril.T * 1e-3 * 5 / (n + 5)
+    assert torch.allclose(mass.inverse_mass_matrix[("z",)], expected, rtol=1e-10)
