@@ -123,7 +123,8 @@ class _RecordingNUTS(NUTS):
     mode and its adaptation starts from the covariance as inverse mass matrix.
 
     Relies on ``NUTS._build_tree``, ``HMC._sample_r``, ``HMC._initialize_model_properties``,
-    ``HMC._initialize_adapter`` and ``HMC._adapter`` of pyro-ppl 1.9.
+    ``HMC._initialize_adapter`` and ``HMC._adapter`` of pyro-ppl 1.9, and on
+    ``BlockMassMatrix._adapt_scheme`` and ``._inverse_mass_matrix`` (:class:`_ShrunkToLaplace`).
     """
 
     def __init__(self, model: Callable[..., Any], start: GaussianStart | None,
