@@ -921,11 +921,16 @@ class SVIRun:
 
     def _fixed_draw_why_not_built(self) -> str:
         """Why the run's built guide cannot be a fixed-draw solve ('' if it can)."""
-        if not isinstance(self.guide, MeanFieldNormal | AutoWhitenedNormal):
-            return "not a Gaussian guide"
         if isinstance(self.guide, AutoWhitenedNormal) and self.guide.low_rank:
             return ("a low-rank factor is unique only up to rotation: two solutions "
                     "cannot be averaged")
+        return self._solve_why_not()
+
+    def _solve_why_not(self) -> str:
+        """Why the run's guide cannot be solved on fixed draws at all ('' if it can): a
+        Gaussian guide of :mod:`pyrovi.guides` on the compiled density."""
+        if not isinstance(self.guide, MeanFieldNormal | AutoWhitenedNormal):
+            return "not a Gaussian guide"
         if self.density is None:
             return f"no compiled density ({self.history['compiled']['why']})"
         return ""
@@ -936,11 +941,11 @@ class SVIRun:
         return FixedDrawELBO(self.guide, self.density, start,
                              max(1, SAA_MAX_NUMBERS // max(1, data_size(self.data))))
 
-    def _first_draws(self, dim: int) -> int:
-        """Draws of a first solve: ``SAA_DRAWS``, and for a dense q at least twice its
+    def _first_draws(self, dim: int, base: int = SAA_DRAWS) -> int:
+        """Draws of a first solve: ``base``, and for a dense q at least twice its
         dimension plus two."""
         dense = isinstance(self.guide, AutoWhitenedNormal) and not self.guide.low_rank
-        return max(SAA_DRAWS, 2 * dim + 2) if dense else SAA_DRAWS
+        return max(base, 2 * dim + 2) if dense else base
 
     def _fixed_draws(self, dim: int, number: int, num: int) -> torch.Tensor:
         """The ``number``-th set of ``num`` whitened draws of the run's solves."""
@@ -1292,40 +1297,40 @@ class SVIRun:
         """Withdraw a stop while the ELBO still rises (schedule step 4): the last window's
         averaged parameters against those ``PROGRESS_WINDOWS`` windows before, same draws.
         For an objective other than the ELBO, its own gain (:meth:`_gain`)."""
-        if self.objective.judged_by_elbo:
-            rng = get_rng_state()
-            try:
-                diff = self._log_weights_at(now) - self._log_weights_at(before)
-            except ValueError:  # a guide without a density (a point mass): nothing to confirm
-                return
-            finally:
-                set_rng_state(rng)
-            if not np.isfinite(diff).all():
-                return
-            gain = float(np.mean(diff))
-            se = float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
-        else:
-            found = self._gain(before, now, PROGRESS_PARTICLES)
-            if found is None:
-                return
-            gain, se = found
+        found = self._elbo_gain(before, now) if self.objective.judged_by_elbo \
+            else self._gain(before, now, PROGRESS_PARTICLES)
+        if found is None:
+            return
+        gain, se = found
         self.history.setdefault("progress_checks", []).append(
             {"step": self.num_steps, "gain": gain, "se": se})
         if gain > MIN_GAIN and gain > 2.0 * se:
             self.schedule.reopen()
+
+    def _elbo_gain(self, before: dict[str, torch.Tensor], now: dict[str, torch.Tensor]
+                   ) -> tuple[float, float] | None:
+        """The ELBO's gain from the guide in ``before`` to the guide in ``now`` and its
+        standard error, from paired log weights (:meth:`_log_weights_at`: the same draws);
+        None where they cannot be computed (a point mass) or are not finite."""
+        rng = get_rng_state()
+        try:
+            diff = self._log_weights_at(now) - self._log_weights_at(before)
+        except ValueError:  # a guide without a density (a point mass)
+            return None
+        finally:
+            set_rng_state(rng)
+        if not np.isfinite(diff).all():
+            return None
+        return float(np.mean(diff)), float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
 
     def _stop_check_why_not(self) -> str:
         """Why a stop of the stochastic engine cannot be checked by a fixed-draw solve
         ('' if it can)."""
         if not self.objective.judged_by_elbo:
             return f"elbo={self.elbo_name!r} is not an ELBO"
-        if not isinstance(self.guide, MeanFieldNormal | AutoWhitenedNormal):
-            return "not a Gaussian guide"
-        if self.density is None:
-            return f"no compiled density ({self.history['compiled']['why']})"
         if self.batches is not None or self.data_parallel is not None:
             return "minibatches or data-parallel training"
-        return ""
+        return self._solve_why_not()
 
     def _check_stop_by_solve(self) -> None:
         """Confirm a stop of the stochastic engine by a deterministic solve from where it
@@ -1354,20 +1359,12 @@ class SVIRun:
             before = guide_state(self.guide)
         _load_state(self.guide, before)
         problem = self._fixed_draw_problem(None)
-        dense = isinstance(self.guide, AutoWhitenedNormal) and not self.guide.low_rank
-        num = max(STOP_CHECK_DRAWS, 2 * problem.dim + 2) if dense else STOP_CHECK_DRAWS
+        num = self._first_draws(problem.dim, STOP_CHECK_DRAWS)
         solve = problem.solve(self._fixed_draws(problem.dim, STOP_CHECK_SEEDS + len(checks),
                                                 num), stall=STOP_CHECK_STALL)
         self.num_grad_evals += solve.evaluations * num
         solution = guide_state(self.guide)
-        rng = get_rng_state()
-        try:
-            diff = self._log_weights_at(solution) - self._log_weights_at(before)
-        finally:
-            set_rng_state(rng)
-        gain = float(np.mean(diff)) if np.isfinite(diff).all() else -math.inf
-        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if math.isfinite(gain) \
-            else math.inf
+        gain, se = self._elbo_gain(before, solution) or (-math.inf, math.inf)
         better = gain > 2.0 * se
         withdrawn = better and gain > STOP_CHECK_TOLERANCE
         checks.append({"step": self.num_steps, "gain": gain, "se": se,
