@@ -45,12 +45,14 @@ tempered density). A port passes when every |z| of both is below :data:`STEIN_Z_
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -520,6 +522,24 @@ POSTERIORS: dict[str, Port] = {p.name: p for p in [
     Port("low_dim_gauss_mix-low_dim_gauss_mix", low_dim_gauss_mix, _gauss_mix_data,
          notes="ordered[2] mu: OrderedNormal on constraints.ordered_vector."),
 ]}
+
+
+def _more_ports() -> list[Port]:
+    """The ports of the sibling files ``ports_*.py``: each defines ``ports(base)``,
+    ``base`` this module's namespace (its :class:`Port`, :class:`FlatPrior`, helpers),
+    returning a list of :class:`Port`."""
+    found: list[Port] = []
+    base = SimpleNamespace(**globals())
+    for path in sorted(Path(__file__).resolve().parent.glob("ports_*.py")):
+        spec = importlib.util.spec_from_file_location(f"{__name__}_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found.extend(module.ports(base))
+    return found
+
+
+POSTERIORS.update({p.name: p for p in _more_ports() if p.name not in POSTERIORS})
 
 
 # ----------------------------------------------------------------------------- loading

@@ -166,6 +166,19 @@ def test_stops_that_a_solve_keeps_improving_end_the_fit(
     assert fit.history["failure"].startswith("a fixed-draw solve")
 
 
+def test_a_fit_held_to_its_step_count_judges_its_stop_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed ``num_steps`` runs on past the schedule's stop; the stop is checked (and
+    the ten-window gain measured) when it is first called, not again every window."""
+    monkeypatch.setattr(schedule, "PLATEAUS_TO_STOP", 1)
+    fit = pyrovi.fit(regression, _data(), guide="mean_field", optimizer="adam",
+                     num_steps=1500, seed=1)
+    assert len(fit.losses) >= 1500 and fit.converged
+    checks = fit.history["stop_checks"]
+    assert 1 <= len(checks) <= 1 + sum(check["withdrawn"] for check in checks)
+    assert len(fit.history["progress_checks"]) <= 1 + len(checks)
+
+
 def test_the_stop_check_says_where_it_cannot_serve() -> None:
     fit = pyrovi.fit(regression, _data(), guide="mean_field", elbo="renyi",
                      num_particles=4)
