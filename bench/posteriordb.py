@@ -258,7 +258,7 @@ def run_row(port: Any, data: dict[str, Any], ref: az.InferenceData, guide_name: 
     # (b) the plain Pyro baseline, or its columns from an earlier run
     if baseline is not None:
         row.update({k: baseline[k] for k in BASELINE_COLUMNS if pd.notna(baseline.get(k))})
-    else:
+    elif baseline_steps > 0:  # 0: no baseline, pyrovi against the reference only
         try:
             row.update(_baseline_columns(port, data, ref, guide_name, baseline_steps, seed))
         except Exception as exc:  # noqa: BLE001
@@ -442,7 +442,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated posterior names (default: every port)")
     parser.add_argument("--guides", default=",".join(GUIDES),
                         help="comma-separated guide families (default: %(default)s)")
-    parser.add_argument("--baseline-steps", type=int, default=BASELINE_STEPS)
+    parser.add_argument("--baseline-steps", type=int, default=BASELINE_STEPS,
+                        help="steps of the plain Pyro baseline; 0: no baseline (pyrovi's "
+                             "fits against the reference only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="posteriordb_results.csv", help="CSV of the table")
     parser.add_argument("--baselines-from", default=None, metavar="CSV",

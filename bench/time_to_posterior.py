@@ -461,7 +461,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--posteriordb", default=os.environ.get("POSTERIORDB"),
                         help="local posteriordb tree (default: env POSTERIORDB)")
     parser.add_argument("--posteriors", default=None,
-                        help="comma-separated posterior names (default: every port)")
+                        help="comma-separated posterior names (default: every port that has a "
+                             "NumPyro port)")
     parser.add_argument("--guides", default="mean_field",
                         help="comma-separated guide families of pyrovi.fit and Pyro SVI "
                              "(default: %(default)s)")
@@ -495,7 +496,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise SystemExit("give --posteriordb PATH (or set POSTERIORDB) to a posteriordb tree")
     ports = gauntlet().load_ports()
     names = ([n.strip() for n in args.posteriors.split(",") if n.strip()] if args.posteriors
-             else list(ports.POSTERIORS))
+             else [n for n in ports.POSTERIORS if n in numpyro_ports().MODELS])
     unknown = [n for n in names if n not in ports.POSTERIORS]
     if unknown:
         raise SystemExit(f"not ported: {unknown}; ported: {', '.join(ports.POSTERIORS)}")
