@@ -166,6 +166,47 @@ def test_stops_that_a_solve_keeps_improving_end_the_fit(
     assert fit.history["failure"].startswith("a fixed-draw solve")
 
 
+@pytest.mark.parametrize("guide, compiled", [("flow", True), ("mean_field", False)])
+def test_a_premature_stop_off_the_compiled_density_is_withdrawn(
+        monkeypatch: pytest.MonkeyPatch, guide: str, compiled: bool) -> None:
+    """Where the compiled density cannot serve (a flow; Pyro's ELBO with compiled=False)
+    the stop is checked on Pyro's ELBO with a fixed seed: the premature stop is
+    withdrawn, and the fit ends at its family's optimum (the flow: the exact posterior,
+    log p(x); the mean field: log p(x) - KL of its exact optimum)."""
+    monkeypatch.setattr(schedule, "PLATEAUS_TO_STOP", 1)
+    monkeypatch.setattr(svi, "MIN_GAIN", math.inf)
+    data = _data()
+    _, precision, evidence = _exact(data)
+    kl = 0.5 * float(precision.diagonal().log().sum() - torch.logdet(precision))
+    fit = pyrovi.fit(regression, data, guide=guide, optimizer="adam", init="prior",
+                     compiled=compiled)
+    checks = fit.history["stop_checks"]
+    assert all(check["solver"] == "pyro" for check in checks)
+    assert checks[0]["withdrawn"] and checks[0]["gain"] > 0.1
+    assert not checks[-1]["withdrawn"] and fit.converged
+    optimum = evidence if guide == "flow" else evidence - kl
+    assert fit.elbo <= optimum + 3 * fit.elbo_se
+    assert fit.elbo > optimum - 0.03 - 3 * fit.elbo_se
+
+
+def test_the_stop_check_needs_a_guide_with_a_state(monkeypatch: pytest.MonkeyPatch
+                                                   ) -> None:
+    """A guide written with pyro.param sites has no state to compare two solutions by:
+    the check says so and the fit stops by the schedule alone."""
+
+    def guide(x: torch.Tensor, y: torch.Tensor) -> None:
+        for name in ("intercept", "slope"):
+            loc = pyro.param(f"{name}_loc", torch.zeros((), dtype=x.dtype))
+            scale = pyro.param(f"{name}_scale", torch.ones((), dtype=x.dtype),
+                               constraint=dist.constraints.positive)
+            pyro.sample(name, dist.Normal(loc, scale))
+
+    monkeypatch.setattr(schedule, "PLATEAUS_TO_STOP", 1)
+    pyro.clear_param_store()
+    fit = pyrovi.fit(regression, _data(), guide=guide)
+    assert fit.history["stop_checks"][0]["why"].startswith("a guide of pyro.param sites")
+
+
 def test_a_fit_held_to_its_step_count_judges_its_stop_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A fixed ``num_steps`` runs on past the schedule's stop; the stop is checked (and

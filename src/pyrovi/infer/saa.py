@@ -31,10 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyro
 import scipy.optimize
 import torch
+from pyro.infer import Trace_ELBO
+from pyro.util import get_rng_state, set_rng_state
 
 from pyrovi.guides.gaussian import AutoWhitenedNormal, GaussianStart, MeanFieldNormal
 from pyrovi.infer.compiled import LogDensity, whitened_normal_draws
@@ -208,45 +212,143 @@ class FixedDrawELBO:
         (a progress bar). ``stall = (n, nats)`` ends the solve early, not converged, once
         ``n`` iterations have gained less than ``nats`` (a check that only needs to know
         how much is left to gain, not the stationary point itself)."""
-        values: list[float] = []
-        evaluations = 0
 
-        def negative_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
-            nonlocal evaluations
-            evaluations += 1
-            t = torch.as_tensor(x, dtype=self.dtype, device=self.device).requires_grad_(True)
-            value, grad = 0.0, torch.zeros_like(t)
+        def negative(t: torch.Tensor) -> torch.Tensor:
+            value = torch.zeros((), dtype=t.dtype, device=t.device)
+            for chunk in eps.split(self.draws_at_once or len(eps)):
+                # each chunk's share of the mean, its gradient taken before the next
+                loss = -self.value(t, chunk) * (len(chunk) / len(eps))
+                (part,) = torch.autograd.grad(loss, t)
+                t.grad = part if t.grad is None else t.grad + part
+                value = value + loss.detach()
+            return value
+
+        return maximise(negative, self.vector(), self.load, self.dtype, self.device,
+                        on_iteration, stall)
+
+
+class FixedSeedELBO:
+    """The ELBO of any reparametrised guide on fixed draws: Pyro's ``Trace_ELBO`` with
+    the random stream seeded alike at every evaluation, a function of the parameters.
+
+    It serves where :class:`FixedDrawELBO` cannot: flows and other guides that are not
+    Gaussian, models off the compiled density (value-dependent control flow). Every draw
+    of a reparametrised guide is a smooth function of its parameters and of noise whose
+    shape does not depend on them, so a fixed seed fixes the noise, as ``eps`` does there.
+
+    Parameters
+    ----------
+    model, guide : callable
+        The pair, called as ``fn(*args, **kwargs)``.
+    args, kwargs
+        The data.
+    params : list of torch.Tensor
+        The leaf tensors the ELBO depends on (the guide's module parameters); :meth:`solve`
+        moves them and leaves the solution in them.
+    num_particles : int
+        Draws per evaluation.
+    vectorize : bool
+        Draw them in a particle plate (the model broadcasts there).
+    nesting : int
+        The pair's plate nesting.
+    seed : int
+        The seed of every evaluation.
+    """
+
+    def __init__(self, model: Callable[..., Any], guide: Callable[..., Any],
+                 args: tuple[Any, ...], kwargs: dict[str, Any], params: list[torch.Tensor],
+                 num_particles: int, vectorize: bool, nesting: int, seed: int) -> None:
+        self.model, self.guide, self.args, self.kwargs = model, guide, args, kwargs
+        self.params = params
+        self.num_particles = num_particles
+        self.seed = seed
+        self.elbo = Trace_ELBO(num_particles=num_particles, max_plate_nesting=nesting,
+                               vectorize_particles=vectorize and num_particles > 1)
+        self.dtype, self.device = params[0].dtype, params[0].device
+
+    def vector(self) -> np.ndarray:
+        """The parameters as the flat vector :meth:`solve` moves."""
+        return torch.cat([p.detach().reshape(-1) for p in self.params]).double().cpu() \
+            .numpy()
+
+    def load(self, x: np.ndarray | torch.Tensor) -> None:
+        """Put the flat parameters ``x`` into the leaf tensors."""
+        t = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        offset = 0
+        with torch.no_grad():
+            for p in self.params:
+                p.copy_(t[offset: offset + p.numel()].reshape(p.shape))
+                offset += p.numel()
+
+    def solve(self, on_iteration: Callable[[float], None] | None = None,
+              stall: tuple[int, float] | None = None) -> Solve:
+        """Maximise the fixed-seed ELBO by L-BFGS from the current parameters (as
+        :meth:`FixedDrawELBO.solve`); the solution is left in the parameters."""
+
+        def negative(t: torch.Tensor) -> torch.Tensor:
+            self.load(t.detach())
+            rng = get_rng_state()
+            pyro.set_rng_seed(self.seed)
             try:
-                for chunk in eps.split(self.draws_at_once or len(eps)):
-                    with torch.enable_grad():  # each chunk's share of the mean
-                        loss = -self.value(t, chunk) * (len(chunk) / len(eps))
-                        (part,) = torch.autograd.grad(loss, t)
-                    value += float(loss.detach())
-                    grad += part
-            except (ValueError, RuntimeError):  # invalid distribution parameters
-                return math.inf, np.zeros_like(x)
-            grad_np = grad.detach().double().cpu().numpy()
-            if not (math.isfinite(value) and np.isfinite(grad_np).all()):
-                return math.inf, np.zeros_like(x)
-            return value, grad_np
+                loss = self.elbo.differentiable_loss(self.model, self.guide, *self.args,
+                                                     **self.kwargs)
+                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+            finally:
+                set_rng_state(rng)
+            t.grad = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                                for p, g in zip(self.params, grads, strict=True)])
+            return loss.detach()
 
-        def record(intermediate_result: scipy.optimize.OptimizeResult) -> None:
-            values.append(-float(intermediate_result.fun))
-            if on_iteration is not None:
-                on_iteration(values[-1])
-            if stall is not None and len(values) > stall[0] \
-                    and values[-1] - values[-1 - stall[0]] < stall[1]:
-                raise StopIteration
+        return maximise(negative, self.vector(), self.load, self.dtype, self.device,
+                        on_iteration, stall)
 
-        x0 = self.vector()
-        values.append(-negative_and_grad(x0)[0])
-        result = scipy.optimize.minimize(
-            negative_and_grad, x0, jac=True, method="L-BFGS-B", callback=record,
-            options={"maxiter": SAA_MAX_ITER, "ftol": 1e-13, "gtol": 1e-9})
-        finite = bool(np.isfinite(result.fun))
-        self.load(result.x if finite else x0)
-        return Solve(values=values, evaluations=evaluations,
-                     converged=bool(result.success) and finite, message=str(result.message))
+
+def maximise(negative: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarray,
+             load: Callable[[np.ndarray], None], dtype: torch.dtype,
+             device: torch.device | None,
+             on_iteration: Callable[[float], None] | None = None,
+             stall: tuple[int, float] | None = None) -> Solve:
+    """L-BFGS on a fixed-draw objective from ``x0``; the solution (``x0`` if no finite
+    value was found) is put in place by ``load``.
+
+    ``negative(t)`` returns the negative objective at the parameters ``t`` (a leaf
+    tensor) and leaves its gradient in ``t.grad``; a ``ValueError`` or ``RuntimeError``
+    (invalid distribution parameters) counts as an infinite value. ``on_iteration`` and
+    ``stall`` are those of :meth:`FixedDrawELBO.solve`."""
+    values: list[float] = []
+    evaluations = 0
+
+    def negative_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal evaluations
+        evaluations += 1
+        t = torch.as_tensor(x, dtype=dtype, device=device).requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                value = float(negative(t))
+        except (ValueError, RuntimeError):
+            return math.inf, np.zeros_like(x)
+        grad = t.grad.detach().double().cpu().numpy() if t.grad is not None \
+            else np.zeros_like(x)
+        if not (math.isfinite(value) and np.isfinite(grad).all()):
+            return math.inf, np.zeros_like(x)
+        return value, grad
+
+    def record(intermediate_result: scipy.optimize.OptimizeResult) -> None:
+        values.append(-float(intermediate_result.fun))
+        if on_iteration is not None:
+            on_iteration(values[-1])
+        if stall is not None and len(values) > stall[0] \
+                and values[-1] - values[-1 - stall[0]] < stall[1]:
+            raise StopIteration
+
+    values.append(-negative_and_grad(x0)[0])
+    result = scipy.optimize.minimize(
+        negative_and_grad, x0, jac=True, method="L-BFGS-B", callback=record,
+        options={"maxiter": SAA_MAX_ITER, "ftol": 1e-13, "gtol": 1e-9})
+    finite = bool(np.isfinite(result.fun))
+    load(result.x if finite else x0)
+    return Solve(values=values, evaluations=evaluations,
+                 converged=bool(result.success) and finite, message=str(result.message))
 
 
 def average_gain(log_w_mean: np.ndarray, log_w_a: np.ndarray, log_w_b: np.ndarray

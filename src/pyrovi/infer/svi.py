@@ -19,11 +19,14 @@ that are badly scaled, strongly correlated, skewed or hierarchical:
    0.1 moves about a tenth of a posterior sd in any direction, whatever the units or
    correlations of the posterior.
 4. **Schedule.** :mod:`pyrovi.infer.schedule`: the step size halves at each plateau,
-   particles grow late, and the fit stops only when the trend of the loss is flat. A
-   Gaussian guide on the compiled density checks each stop by a deterministic solve
-   from where it stopped (:meth:`SVIRun._check_stop_by_solve`): a stop that a solve
-   can still improve by more than ``STOP_CHECK_TOLERANCE`` nats on fresh draws is
-   withdrawn.
+   particles grow late, and the fit stops only when the trend of the loss is flat. Each
+   stop is checked by a deterministic solve from where it stopped
+   (:meth:`SVIRun._check_stop_by_solve`): a stop that a solve can still improve by more
+   than ``STOP_CHECK_TOLERANCE`` nats on fresh draws is withdrawn. A Gaussian guide on
+   the compiled density solves on fixed whitened draws; any other reparametrised guide
+   of a module (a flow, a model off the compiled path) on Pyro's ``Trace_ELBO`` with a
+   fixed seed. Mass-covering objectives, minibatches and guides of ``pyro.param`` sites
+   stop by the schedule alone.
 5. **Averaging.** The returned parameters are the average of the last window's iterates.
 6. **Never worse than a start.** The final ELBO is compared with every start's (same
    draws); a start that beats the fit, or ties it with less variable log weights (the
@@ -119,6 +122,7 @@ from pyrovi.infer.saa import (
     SAA_ROUNDS,
     SAA_TOLERANCE,
     FixedDrawELBO,
+    FixedSeedELBO,
     Solve,
     average_gain,
     whitened_draws,
@@ -141,6 +145,7 @@ from pyrovi.infer.util import (
     data_size,
     default_dtype,
     guide_log_weights,
+    model_trace,
     plate_nesting,
     subsample_plates,
 )
@@ -187,6 +192,18 @@ STOP_CHECK_STALL = (50, 1e-3)
 """A stop-check solve ends once 50 L-BFGS iterations gained less than 1e-3 nats: a
 low-rank factor's rotation leaves a flat valley in which L-BFGS would otherwise run to
 its cap (diamonds: 2,000 iterations on 5,000 rows, 290 s, for gains of 1e-4 nats)."""
+STOP_CHECK_DRAWS_PER_PARAMETER = 6
+"""A stop-check solve on Pyro's ELBO (:class:`~pyrovi.infer.saa.FixedSeedELBO`) takes at
+least this many draws per parameter of the guide: fewer, and the solution fits the draws
+rather than the posterior (a two-layer flow of 148 parameters on the regression of
+``tests/infer/test_saa.py``: on 256 draws the solution was 24 nats worse on fresh ones; on
+1,024 it found the 0.39 nats that a premature stop had left)."""
+STOP_CHECK_MAX_DRAWS = 4096
+"""A guide with more parameters than this many draws can serve (683 at 6 per parameter:
+an amortised guide's network) is not checked by a solve."""
+STOP_CHECK_SEQUENTIAL_DRAWS = 64
+"""At most this many draws where the model cannot take them in a particle plate (each
+evaluation then runs model and guide once per draw)."""
 STOP_CHECK_SEEDS = 100
 """Draw-set numbers of the stop checks start here, apart from the fixed-draw fit's own."""
 STOP_CHECK_TOLERANCE = SAA_TOLERANCE
@@ -1331,12 +1348,60 @@ class SVIRun:
 
     def _stop_check_why_not(self) -> str:
         """Why a stop of the stochastic engine cannot be checked by a fixed-draw solve
-        ('' if it can)."""
+        ('' if it can): on the compiled density (:class:`FixedDrawELBO`), else on Pyro's
+        ELBO with a fixed seed (:class:`FixedSeedELBO`)."""
         if not self.objective.judged_by_elbo:
             return f"elbo={self.elbo_name!r} is not an ELBO"
         if self.batches is not None or self.data_parallel is not None:
             return "minibatches or data-parallel training"
-        return self._solve_why_not()
+        if not self._solve_why_not():
+            return ""
+        owner = owner_module(self.guide)
+        if owner is None:
+            return "a guide of pyro.param sites (no state to compare solutions by)"
+        outside = sorted(set(self.params) - {name for name, _ in owner.named_parameters()})
+        if outside:
+            return f"the model's own parameters ({', '.join(outside[:3])})"
+        with poutine.block(), torch.no_grad():
+            guide_sites = poutine.trace(self.guide).get_trace(**self.data).nodes
+        latent = [name for name, site in guide_sites.items() if site["type"] == "sample"
+                  and not site["is_observed"] and not site_is_subsample(site)]
+        fixed = [name for name in latent if not guide_sites[name]["fn"].has_rsample]
+        if fixed:
+            return f"guide sites without reparametrised draws ({', '.join(fixed[:3])})"
+        size = sum(p.numel() for p in self.params.values())
+        if STOP_CHECK_DRAWS_PER_PARAMETER * size > STOP_CHECK_MAX_DRAWS:
+            return (f"{size} guide parameters (a solve on fixed draws would need "
+                    f"{STOP_CHECK_DRAWS_PER_PARAMETER * size:,} draws)")
+        missing = sorted(name for name, site in model_trace(self.model, self.data).nodes.items()
+                         if site["type"] == "sample" and not site["is_observed"]
+                         and not site_is_subsample(site) and name not in latent)
+        if missing:
+            return f"model sites the guide does not draw ({', '.join(missing[:3])})"
+        return ""
+
+    def _stop_check_solve(self, number: int) -> tuple[Solve, str]:
+        """The stop check's solve from the guide's current parameters, on draw set
+        ``number``, and which ELBO it solved (``"density"``: the compiled density,
+        ``"pyro"``: Pyro's ELBO with a fixed seed)."""
+        if not self._solve_why_not():
+            problem = self._fixed_draw_problem(None)
+            num = self._first_draws(problem.dim, STOP_CHECK_DRAWS)
+            solve = problem.solve(self._fixed_draws(problem.dim, number, num),
+                                  stall=STOP_CHECK_STALL)
+            self.num_grad_evals += solve.evaluations * num
+            return solve, "density"
+        model, guide, args, kwargs = self.loss_parts
+        size = sum(p.numel() for p in self.params.values())
+        num = max(STOP_CHECK_DRAWS, STOP_CHECK_DRAWS_PER_PARAMETER * size)
+        num = min(num, max(STOP_CHECK_DRAWS, SAA_MAX_NUMBERS // max(1, data_size(self.data)))) \
+            if self.vectorize else min(num, STOP_CHECK_SEQUENTIAL_DRAWS)
+        seeded = FixedSeedELBO(model, guide, args, kwargs, list(self.params.values()), num,
+                               self.vectorize, self.nesting,
+                               self.seed + RANK_SEED_STRIDE * (number + 1))
+        solve = seeded.solve(stall=STOP_CHECK_STALL)
+        self.num_grad_evals += solve.evaluations * num
+        return solve, "pyro"
 
     def _check_stop_by_solve(self) -> None:
         """Confirm a stop of the stochastic engine by a deterministic solve from where it
@@ -1351,9 +1416,13 @@ class SVIRun:
         better on fresh draws) until its next stop, checked again. A smaller gain beyond
         two standard errors keeps the stop and returns the solution. After
         ``MAX_STOP_CHECKS`` withdrawals the fit gives up (:attr:`failure`) at the last
-        solution. Runs the check cannot serve (another objective or guide, no compiled
-        density, minibatches) stop as before, and ``history['stop_checks']`` says why.
-        The solve ends early once it stalls (``STOP_CHECK_STALL``)."""
+        solution. Where the compiled density cannot serve, the solve is of Pyro's ELBO
+        with a fixed seed (:class:`~pyrovi.infer.saa.FixedSeedELBO`, at least
+        ``STOP_CHECK_DRAWS_PER_PARAMETER`` draws per parameter). Runs the check cannot
+        serve (another objective, minibatches, a guide of ``pyro.param`` sites or with
+        draws that are not reparametrised) stop as before, and ``history['stop_checks']``
+        says why. The solve ends early once it stalls (``STOP_CHECK_STALL``); each check
+        records which ELBO it solved (``solver``: ``"density"`` or ``"pyro"``)."""
         checks = self.history.setdefault("stop_checks", [])
         why = self._stop_check_why_not()
         if why:
@@ -1364,18 +1433,14 @@ class SVIRun:
         with self._averaged():
             before = guide_state(self.guide)
         _load_state(self.guide, before)
-        problem = self._fixed_draw_problem(None)
-        num = self._first_draws(problem.dim, STOP_CHECK_DRAWS)
-        solve = problem.solve(self._fixed_draws(problem.dim, STOP_CHECK_SEEDS + len(checks),
-                                                num), stall=STOP_CHECK_STALL)
-        self.num_grad_evals += solve.evaluations * num
+        solve, solver = self._stop_check_solve(STOP_CHECK_SEEDS + len(checks))
         solution = guide_state(self.guide)
         gain, se = self._elbo_gain(before, solution) or (-math.inf, math.inf)
         better = gain > 2.0 * se
         withdrawn = better and gain > STOP_CHECK_TOLERANCE
         checks.append({"step": self.num_steps, "gain": gain, "se": se,
                        "iterations": len(solve.values) - 1, "adopted": better,
-                       "withdrawn": withdrawn, "why": ""})
+                       "withdrawn": withdrawn, "solver": solver, "why": ""})
         if not better:
             with torch.no_grad():
                 for name, p in self.params.items():
