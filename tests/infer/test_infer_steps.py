@@ -186,3 +186,19 @@ def test_jit_elbos_refuse_minibatches() -> None:
     # the JIT would compile the first batch's indices into the loss: one batch forever
     with pytest.raises(ValueError, match="first minibatch's indices"):
         pyrovi.fit(logistic, logistic_data(), guide="mean_field", elbo="jit", batch_size=B)
+
+
+def test_a_start_whose_draws_the_model_cannot_score_loses_the_trial(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate of the trial whose draws the model scores as NaN (a float32 HMM
+    forward pass far in the tail; Pyro's validation raises) scores -inf and loses,
+    instead of ending the fit with a ValueError."""
+    run = SVIRun(normal_normal.model, normal_normal.load_data(), guide="low_rank", seed=0)
+
+    def invalid(*args: object, **kwargs: object) -> tuple[float, float]:
+        raise ValueError("Expected parameter log_factor ... but found invalid values")
+
+    monkeypatch.setattr(run, "_estimate", invalid)
+    assert run._trial_score() == -math.inf
+    monkeypatch.setattr(run, "_estimate", lambda *a, **k: (math.nan, math.nan))
+    assert run._trial_score() == -math.inf

@@ -984,7 +984,11 @@ class SVIRun:
         families, else its objective's :meth:`~pyrovi.infer.objectives.Objective.score`
         from the same ``TRIAL_PARTICLES`` draws (a fixed seed)."""
         if self.objective.judged_by_elbo:
-            return self._estimate(TRIAL_PARTICLES)[0]
+            try:
+                value = self._estimate(TRIAL_PARTICLES)[0]
+            except (ValueError, RuntimeError):  # draws the model cannot score (NaN)
+                return -math.inf
+            return value if math.isfinite(value) else -math.inf
         rng = get_rng_state()
         try:
             lw = guide_log_weights(self.model, self.guide, self.data,
