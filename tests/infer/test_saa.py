@@ -207,6 +207,25 @@ def test_the_stop_check_needs_a_guide_with_a_state(monkeypatch: pytest.MonkeyPat
     assert fit.history["stop_checks"][0]["why"].startswith("a guide of pyro.param sites")
 
 
+def test_the_stop_check_skips_guides_too_rich_for_draws_run_one_by_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model written for one draw (``z[0] + ...``: no particle plate) off the compiled
+    path is run once per draw: a guide with more parameters than those few draws can
+    pin down is not solved (it would fit the draws), and the check says why."""
+
+    def one_draw(y: torch.Tensor) -> None:
+        z = pyro.sample("z", dist.Normal(torch.zeros(6, dtype=y.dtype), 1.0).to_event(1))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("y", dist.Normal(z[0] + z[1] + z[2] + z[3] + z[4] + z[5], 1.0),
+                        obs=y)
+
+    monkeypatch.setattr(schedule, "PLATEAUS_TO_STOP", 1)
+    fit = pyrovi.fit(one_draw, {"y": torch.ones(10, dtype=torch.float64)},
+                     guide="mean_field", compiled=False)
+    why = fit.history["stop_checks"][0]["why"]
+    assert why.startswith("12 guide parameters and a model that takes its draws one at")
+
+
 def test_a_fit_held_to_its_step_count_judges_its_stop_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A fixed ``num_steps`` runs on past the schedule's stop; the stop is checked (and
