@@ -260,7 +260,6 @@ class FixedSeedELBO:
                  num_particles: int, vectorize: bool, nesting: int, seed: int) -> None:
         self.model, self.guide, self.args, self.kwargs = model, guide, args, kwargs
         self.params = params
-        self.num_particles = num_particles
         self.seed = seed
         self.elbo = Trace_ELBO(num_particles=num_particles, max_plate_nesting=nesting,
                                vectorize_particles=vectorize and num_particles > 1)

@@ -1383,7 +1383,7 @@ class SVIRun:
         fixed = [name for name in latent if not guide_sites[name]["fn"].has_rsample]
         if fixed:
             return f"guide sites without reparametrised draws ({', '.join(fixed[:3])})"
-        size = sum(p.numel() for p in self.params.values())
+        size = self._num_params()
         needed = STOP_CHECK_DRAWS_PER_PARAMETER * size
         if needed > STOP_CHECK_MAX_DRAWS:
             return f"{size} guide parameters (a fixed-draw solve would need {needed:,} draws)"
@@ -1397,6 +1397,10 @@ class SVIRun:
             return f"model sites the guide does not draw ({', '.join(missing[:3])})"
         return ""
 
+    def _num_params(self) -> int:
+        """Scalars in the parameters the loss moves."""
+        return sum(p.numel() for p in self.params.values())
+
     def _stop_check_solve(self, number: int) -> tuple[Solve, str]:
         """The stop check's solve from the guide's current parameters, on draw set
         ``number``, and which ELBO it solved (``"density"``: the compiled density,
@@ -1409,8 +1413,7 @@ class SVIRun:
             self.num_grad_evals += solve.evaluations * num
             return solve, "density"
         model, guide, args, kwargs = self.loss_parts
-        size = sum(p.numel() for p in self.params.values())
-        num = max(STOP_CHECK_DRAWS, STOP_CHECK_DRAWS_PER_PARAMETER * size)
+        num = max(STOP_CHECK_DRAWS, STOP_CHECK_DRAWS_PER_PARAMETER * self._num_params())
         num = min(num, max(STOP_CHECK_DRAWS, SAA_MAX_NUMBERS // max(1, data_size(self.data)))) \
             if self.vectorize else STOP_CHECK_SEQUENTIAL_DRAWS
         seeded = FixedSeedELBO(model, guide, args, kwargs, list(self.params.values()), num,
